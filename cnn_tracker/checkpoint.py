@@ -1,0 +1,142 @@
+"""Self-describing checkpoints: everything needed to rebuild, normalize and label, in one file.
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists, so it loads with
+``torch.load(..., weights_only=True)``, which refuses pickled code. Files are written to a temp
+name and renamed, so a crash never leaves a half-written checkpoint under the real name.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import platform
+import zipfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import TrainConfig, make_config
+from .data import DatasetSpec, get_spec
+from .errors import CheckpointError, UserError
+from .models import build_model
+
+FORMAT = "cnn-tracker-checkpoint/1"
+REQUIRED = ("format", "model", "model_args", "state_dict", "config", "dataset", "class_names",
+            "normalization")
+
+
+def library_versions() -> dict[str, str]:
+    import torchvision
+
+    from . import __version__
+
+    return {
+        "cnn_tracker": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def make_checkpoint(
+    model: nn.Module,
+    model_name: str,
+    model_args: dict[str, Any],
+    cfg: TrainConfig,
+    spec: DatasetSpec,
+    epoch: int,
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "model": model_name,
+        "model_args": dict(model_args),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": asdict(cfg),
+        "dataset": spec.name,
+        "class_names": list(spec.class_names),
+        "normalization": {"mean": spec.mean, "std": spec.std},
+        "epoch": epoch,
+        "metrics": {k: float(v) for k, v in metrics.items()},
+        "versions": library_versions(),
+    }
+
+
+def atomic_save(obj: Any, path: Path) -> Path:
+    """``torch.save`` to ``path`` through a temp file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check a checkpoint file; only tensors and plain data are accepted."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint '{p}' does not exist: check the path.")
+    if p.is_dir():
+        raise CheckpointError(f"checkpoint '{p}' is a folder: give the .pt file inside it.")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"checkpoint '{p}' contains pickled code or objects, which are refused for safety "
+                "(loaded with weights_only=True). Only load files from sources you trust, and "
+                "re-save them as a cnn-tracker checkpoint."
+            ) from None
+        raise CheckpointError(f"checkpoint '{p}' is corrupted or not a PyTorch file ({first}).") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint '{p}' is corrupted, truncated or not a PyTorch file ({first}): "
+            "use another copy (e.g. re-download the W&B artifact)."
+        ) from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(
+            f"'{p}' is not a cnn-tracker checkpoint (no '{FORMAT}' format tag): "
+            "pass a best.pt/last.pt written by `cnn-tracker train`."
+        )
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint '{p}' lacks {', '.join(missing)}: it is incomplete.")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike[str] = "checkpoint") -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (strict), in eval mode."""
+    try:
+        model = build_model(ckpt["model"], ckpt["model_args"])
+    except (UserError, TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' describes a model that cannot be built "
+            f"({ckpt.get('model')!r} with {ckpt.get('model_args')!r}: {exc})."
+        ) from None
+    try:
+        model.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as exc:
+        detail = str(exc).strip().splitlines()[0]
+        raise CheckpointError(
+            f"checkpoint '{path}' weights do not fit its model {ckpt['model']!r} ({detail}): "
+            "the file was edited or belongs to another architecture."
+        ) from None
+    return model.eval()
+
+
+def config_from_checkpoint(ckpt: dict[str, Any]) -> TrainConfig:
+    return make_config(ckpt["config"], source="checkpoint")
+
+
+def spec_from_checkpoint(ckpt: dict[str, Any]) -> DatasetSpec:
+    return get_spec(ckpt["dataset"])

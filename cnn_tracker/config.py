@@ -1,0 +1,260 @@
+"""The one typed training config, and how it is built from every source.
+
+Precedence, lowest first: ``TrainConfig`` defaults < ``--config FILE.yaml`` < CLI options <
+values a W&B sweep put into ``wandb.config``. Every source goes through :func:`make_config`, so a
+typo or a bad value is reported the same way wherever it came from: the key, the value, the
+allowed range and, for an unknown key, the closest valid key and the full list.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError, closest
+
+DATASETS = ("mnist", "fashion-mnist")
+MODELS = ("mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "onecycle", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of one training run. Everything here is logged as the W&B run config."""
+
+    dataset: str = "mnist"  # one of DATASETS
+    model: str = "fashioncnn"  # one of MODELS
+    epochs: int = 8  # full passes over the training split (60k - val_size images)
+    batch_size: int = 128  # images per optimizer step
+    lr: float = 3e-3  # peak learning rate (the OneCycle maximum; constant when scheduler=none)
+    optimizer: str = "adamw"  # one of OPTIMIZERS
+    momentum: float = 0.9  # SGD momentum (Nesterov); ignored by adam/adamw
+    weight_decay: float = 5e-4  # decoupled for adamw, L2 for adam/sgd
+    hidden_units: int | None = None  # width knob of the model; None = the model's seed default
+    dropout: float | None = None  # dropout before the classifier; None = the model's default
+    batch_norm: bool = False  # BatchNorm after every conv (not in the seed layouts)
+    scheduler: str = "onecycle"  # one of SCHEDULERS, stepped per batch
+    label_smoothing: float = 0.0  # cross-entropy label smoothing, 0 <= x < 1
+    augment: bool = True  # random shifts of up to 2 px (+ horizontal flips on fashion-mnist)
+    val_size: int = 5000  # images held out of the training set for model selection
+    seed: int = 0  # seeds the split, init, shuffling and augmentation
+    device: str = "auto"  # one of DEVICES; auto = cuda when available
+    log_misclassified: int = 64  # misclassified test images logged in the W&B table (0 = none)
+    eval_batch_size: int = 1000  # images per forward pass when evaluating (no gradients)
+    deterministic: bool = False  # torch deterministic algorithms (slower; exact re-runs)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """W&B run settings: where and how a run is tracked, never hyperparameters."""
+
+    project: str = "cnn-tracker"
+    entity: str | None = None
+    group: str | None = None
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    notes: str | None = None
+    mode: str | None = None  # None = resolve from the environment (see cnn_tracker.env)
+
+
+KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
+_FIELDS = {f.name: f for f in fields(TrainConfig)}
+
+# Allowed values and ranges, each as (check, human description).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": DATASETS,
+    "model": MODELS,
+    "optimizer": OPTIMIZERS,
+    "scheduler": SCHEDULERS,
+    "device": DEVICES,
+}
+_RANGES: dict[str, tuple[Any, str]] = {
+    "epochs": (lambda v: 1 <= v <= 10_000, "an integer from 1 to 10000"),
+    "batch_size": (lambda v: 1 <= v <= 65_536, "an integer from 1 to 65536"),
+    "lr": (lambda v: 0 < v <= 10, "a number > 0 and <= 10"),
+    "momentum": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
+    "weight_decay": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
+    "hidden_units": (lambda v: v is None or 1 <= v <= 65_536, "an integer from 1 to 65536, or null"),
+    "dropout": (lambda v: v is None or 0 <= v < 1, "a number >= 0 and < 1, or null"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
+    "val_size": (lambda v: 1 <= v, "an integer >= 1 (and smaller than the training set)"),
+    "seed": (lambda v: 0 <= v < 2**63, "an integer >= 0"),
+    "log_misclassified": (lambda v: 0 <= v <= 10_000, "an integer from 0 to 10000"),
+    "eval_batch_size": (lambda v: 1 <= v <= 65_536, "an integer from 1 to 65536"),
+}
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+_NULL = {"none", "null", "~", ""}
+
+
+def unknown_key_error(key: str, source: str) -> ConfigError:
+    """The message for a key that is not a training-config key."""
+    hint = closest(key, KEYS)
+    did_you_mean = f" Did you mean '{hint}'?" if hint else ""
+    return ConfigError(
+        f"unknown config key '{key}' (from {source}).{did_you_mean} "
+        f"Valid keys: {', '.join(KEYS)}."
+    )
+
+
+def parse_bool(value: Any) -> bool | None:
+    """True/False from the forms users and W&B agents use ('True', 'false', 1, 'yes'), else None."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        low = value.strip().lower()
+        if low in _TRUE:
+            return True
+        if low in _FALSE:
+            return False
+    return None
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    """Convert ``value`` to the type of field ``key``; raise ConfigError naming both if it can't."""
+    f = _FIELDS[key]
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    optional = "None" in kind
+    base = kind.replace(" | None", "").strip()
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(
+            f"invalid value {value!r} for '{key}' (from {source}): expected {expected}."
+        )
+
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in _NULL)):
+        return None
+    if base == "bool":
+        parsed = parse_bool(value)
+        if parsed is None:
+            raise bad("true or false")
+        return parsed
+    if base == "int":
+        if isinstance(value, bool):
+            raise bad("an integer")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                as_float = float(value)
+            except ValueError:
+                raise bad("an integer") from None
+            if as_float.is_integer():
+                return int(as_float)
+        raise bad("an integer")
+    if base == "float":
+        if isinstance(value, bool):
+            raise bad("a number")
+        if isinstance(value, (int, float)):
+            number = float(value)
+        elif isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                raise bad("a number") from None
+        else:
+            raise bad("a number")
+        if not math.isfinite(number):
+            raise bad("a finite number")
+        return number
+    # str
+    if not isinstance(value, str):
+        raise bad(f"one of {', '.join(_CHOICES.get(key, ()))}" if key in _CHOICES else "a string")
+    return value.strip().lower()
+
+
+def _check(key: str, value: Any, source: str) -> None:
+    if key in _CHOICES and value not in _CHOICES[key]:
+        hint = closest(value, _CHOICES[key])
+        did_you_mean = f" Did you mean '{hint}'?" if hint else ""
+        raise ConfigError(
+            f"invalid value {value!r} for '{key}' (from {source}).{did_you_mean} "
+            f"Choose one of: {', '.join(_CHOICES[key])}."
+        )
+    if key in _RANGES:
+        ok, description = _RANGES[key]
+        if not ok(value):
+            raise ConfigError(
+                f"invalid value {value!r} for '{key}' (from {source}): must be {description}."
+            )
+
+
+def make_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    base: TrainConfig | None = None,
+    source: str = "config",
+) -> TrainConfig:
+    """A validated TrainConfig: ``base`` (default: the defaults) updated with ``overrides``."""
+    values = asdict(base or TrainConfig())
+    for key, raw in (overrides or {}).items():
+        if key not in _FIELDS:
+            raise unknown_key_error(str(key), source)
+        values[key] = _coerce(key, raw, source)
+    for key, value in values.items():
+        _check(key, value, source)
+    return TrainConfig(**values)
+
+
+def unwrap_wandb_values(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept W&B's ``config-defaults.yaml`` form (``key: {value: x, desc: ...}``) as plain values."""
+    out = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and "value" in value:
+            value = value["value"]
+        out[str(key)] = value
+    return out
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The key → value mapping of a YAML config file, unvalidated (make_config validates)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{p}' does not exist: check the path given to --config.")
+    except OSError as exc:
+        raise ConfigError(f"config file '{p}' cannot be read ({exc.strerror}).") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(
+            f"config file '{p}' is not valid YAML{where}: {problem}. "
+            "Fix the syntax (a mapping of key: value lines)."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"config file '{p}' must be a mapping of key: value lines, "
+            f"got a {type(data).__name__}."
+        )
+    return unwrap_wandb_values(data)
+
+
+def config_from_sources(
+    config_file: str | os.PathLike[str] | None, cli: Mapping[str, Any]
+) -> TrainConfig:
+    """Defaults < config file < CLI options, validated at each step with its own source name."""
+    cfg = TrainConfig()
+    if config_file is not None:
+        cfg = make_config(load_config_file(config_file), base=cfg, source=f"config file {config_file}")
+    return make_config(cli, base=cfg, source="command line")
+
+

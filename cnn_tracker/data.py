@@ -1,0 +1,333 @@
+"""Datasets: torchvision's MNIST / FashionMNIST for files, md5 checks and IDX parsing; then
+tensors.
+
+Each split is held once as a uint8 tensor ``[N, 1, 28, 28]`` on the training device. Batches are
+built by indexing it with a permutation and normalizing on the fly; augmentation (shifts, flips) is
+one batched gather. No per-sample PIL transform, no DataLoader workers.
+
+Randomness (split, shuffling, augmentation) comes from CPU generators seeded by the config, so
+the same seed gives the same batches on every device.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from . import env
+from .errors import ConfigError, DataError
+
+IMAGE_SHAPE = (1, 28, 28)
+MAX_SHIFT = 2  # px, random translation range of `augment` in each direction
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str  # our name, as in TrainConfig.dataset
+    folder: str  # torchvision class name and folder under the data root
+    class_names: tuple[str, ...]
+    mean: float  # of the training pixels scaled to [0, 1]
+    std: float
+    hflip: bool  # is a horizontal flip label-preserving (clothes yes, digits no)
+
+
+SPECS: dict[str, DatasetSpec] = {
+    "mnist": DatasetSpec(
+        "mnist", "MNIST", tuple(str(d) for d in range(10)), 0.1307, 0.3081, hflip=False
+    ),
+    "fashion-mnist": DatasetSpec(
+        "fashion-mnist",
+        "FashionMNIST",
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        0.2860,
+        0.3530,
+        hflip=True,
+    ),
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return SPECS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown dataset {name!r}: choose one of {', '.join(SPECS)}."
+        ) from None
+
+
+def _tv_class(spec: DatasetSpec):
+    import torchvision.datasets
+
+    return getattr(torchvision.datasets, spec.folder)
+
+
+def raw_folder(spec: DatasetSpec, root: Path) -> Path:
+    return Path(root) / spec.folder / "raw"
+
+
+def raw_files(spec: DatasetSpec) -> list[tuple[str, str]]:
+    """(``.gz`` file name, md5) of each raw file, from torchvision's own resource list."""
+    return [(url.rpartition("/")[2], md5) for url, md5 in _tv_class(spec).resources]
+
+
+def _is_extracted(spec: DatasetSpec, root: Path) -> bool:
+    folder = raw_folder(spec, root)
+    return all((folder / gz[: -len(".gz")]).is_file() for gz, _ in raw_files(spec))
+
+
+def _missing_data_error(spec: DatasetSpec, root: Path, reason: str) -> DataError:
+    return DataError(
+        f"{spec.name} is not in the data root {root} and {reason}. Either point "
+        f"{env.MIRROR_VAR} at a folder holding {spec.folder}/raw/*.gz (or run "
+        f"`cnn-tracker data prepare --dataset {spec.name} --from DIR`), or run once with network "
+        f"access so torchvision can download it."
+    )
+
+
+def copy_from_mirror(spec: DatasetSpec, root: Path, mirror: Path) -> list[Path]:
+    """Copy the raw ``.gz`` files of ``spec`` from a read-only ``mirror`` into ``root``.
+
+    Files already present with the right md5 are kept. Each copy goes through a temp name and a
+    rename, so an interrupted copy never leaves a half-written file under the real name.
+    """
+    from torchvision.datasets.utils import check_integrity
+
+    src_dir = Path(mirror) / spec.folder / "raw"
+    missing = [gz for gz, _ in raw_files(spec) if not (src_dir / gz).is_file()]
+    if missing:
+        raise DataError(
+            f"the mirror {mirror} has no {spec.folder}/raw/{missing[0]}"
+            + (f" (and {len(missing) - 1} more files)" if len(missing) > 1 else "")
+            + f": a mirror must hold {spec.folder}/raw/*.gz as torchvision names them."
+        )
+    dst_dir = raw_folder(spec, root)
+    try:
+        dst_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the data folder {dst_dir} ({exc.strerror}): "
+                        f"choose a writable --data-dir or {env.DATA_DIR_VAR}.") from None
+    copied = []
+    for gz, md5 in raw_files(spec):
+        src, dst = src_dir / gz, dst_dir / gz
+        if not check_integrity(str(src), md5):
+            raise DataError(
+                f"{src} is corrupted (its md5 is not torchvision's {md5}): replace it with the "
+                "original file."
+            )
+        if dst.is_file() and check_integrity(str(dst), md5):
+            continue
+        tmp = dst.with_name(dst.name + ".partial")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        copied.append(dst)
+    return copied
+
+
+def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
+    """Make sure both splits of ``spec`` are extracted under ``root``.
+
+    Order: already extracted > copy from ``mirror`` (or CNN_TRACKER_DATA_MIRROR) > download by
+    torchvision (unless CNN_TRACKER_DOWNLOAD=0). torchvision checks every ``.gz`` against its md5
+    before extracting, and skips the network when the files are already there and valid.
+    """
+    from torchvision.datasets.utils import check_integrity
+
+    root = Path(root)
+    if _is_extracted(spec, root):
+        return
+    mirror = mirror or env.data_mirror()
+    if mirror is not None:
+        if not Path(mirror).is_dir():
+            raise DataError(
+                f"the data mirror {mirror} (from {env.MIRROR_VAR} or --from) is not a folder: "
+                f"point it at a folder holding {spec.folder}/raw/*.gz."
+            )
+        copy_from_mirror(spec, root, Path(mirror))
+    folder = raw_folder(spec, root)
+    have_all = True
+    for gz, md5 in raw_files(spec):
+        path = folder / gz
+        if not path.is_file():
+            have_all = False
+        elif not check_integrity(str(path), md5):
+            raise DataError(
+                f"{path} is corrupted (md5 mismatch with torchvision's {md5}): delete it and run "
+                f"`cnn-tracker data prepare --dataset {spec.name}` again."
+            )
+    if not have_all and not env.download_allowed():
+        raise _missing_data_error(spec, root, f"downloads are off ({env.DOWNLOAD_VAR}=0)")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        # torchvision prints its progress on stdout; keep stdout for our own (--json) output.
+        with contextlib.redirect_stdout(sys.stderr):
+            _tv_class(spec)(str(root), train=True, download=True)
+    except OSError as exc:
+        if isinstance(exc, PermissionError):
+            raise DataError(f"cannot write into the data root {root}: choose a writable "
+                            f"--data-dir or {env.DATA_DIR_VAR}.") from None
+        raise _missing_data_error(spec, root, "downloading it failed (no network?)") from None
+    except RuntimeError as exc:
+        raise _missing_data_error(spec, root, f"downloading it failed ({exc})") from None
+
+
+def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images ``[N, 1, 28, 28]``, int64 labels ``[N]``) of one split, on the CPU."""
+    prepare(spec, root)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            ds = _tv_class(spec)(str(root), train=train, download=False)
+        images, labels = ds.data, ds.targets
+    except (RuntimeError, ValueError, AssertionError, OSError) as exc:
+        raise DataError(
+            f"the {spec.name} files under {raw_folder(spec, root)} cannot be read ({exc or type(exc).__name__}): "
+            f"delete that folder and run `cnn-tracker data prepare --dataset {spec.name}`."
+        ) from None
+    if images.dim() != 3 or tuple(images.shape[1:]) != IMAGE_SHAPE[1:] or len(images) != len(labels):
+        raise DataError(
+            f"the {spec.name} files under {raw_folder(spec, root)} have an unexpected shape "
+            f"{tuple(images.shape)} with {len(labels)} labels: expected [N, 28, 28] images and N "
+            "labels. Delete that folder and prepare the data again."
+        )
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(spec.class_names)):
+        raise DataError(
+            f"the {spec.name} labels under {raw_folder(spec, root)} fall outside 0..9: "
+            "delete that folder and prepare the data again."
+        )
+    return images.to(torch.uint8).unsqueeze(1).contiguous(), labels.to(torch.int64)
+
+
+@dataclass
+class Split:
+    """One split held as tensors on one device."""
+
+    images: torch.Tensor  # uint8 [N, 1, 28, 28]
+    labels: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class Data:
+    spec: DatasetSpec
+    train: Split
+    val: Split
+    test: Split
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.spec.class_names
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) indices of an ``n``-image training set; the same for the same seed."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[val_size:].sort().values, perm[:val_size].sort().values
+
+
+def load_data(
+    dataset: str,
+    root: Path,
+    *,
+    val_size: int,
+    seed: int,
+    device: torch.device | str = "cpu",
+) -> Data:
+    """Train / validation / test splits of ``dataset`` as tensors on ``device``."""
+    spec = get_spec(dataset)
+    images, labels = load_split(spec, root, train=True)
+    if val_size >= len(labels):
+        raise ConfigError(
+            f"invalid value {val_size} for 'val_size': it must be smaller than the {spec.name} "
+            f"training set ({len(labels)} images). Use e.g. --val_size {max(1, len(labels) // 12)}."
+        )
+    train_idx, val_idx = split_indices(len(labels), val_size, seed)
+    test_images, test_labels = load_split(spec, root, train=False)
+    return Data(
+        spec,
+        Split(images[train_idx], labels[train_idx]).to(device),
+        Split(images[val_idx], labels[val_idx]).to(device),
+        Split(test_images, test_labels).to(device),
+    )
+
+
+def normalize(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
+    """uint8 ``[B, 1, 28, 28]`` -> float32 standardized with the dataset's mean and std."""
+    return (images.float() * (1.0 / 255.0) - spec.mean) * (1.0 / spec.std)
+
+
+def augment_batch(
+    images: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None
+) -> torch.Tensor:
+    """Shift each image by ``shifts[i] = (dy, dx)`` px (zero fill) and mirror it where ``flips``.
+
+    One gather over a zero-padded batch; ``shifts`` in [-MAX_SHIFT, MAX_SHIFT].
+    """
+    b, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (MAX_SHIFT,) * 4)
+    rows = torch.arange(h, device=images.device)
+    cols = torch.arange(w, device=images.device)
+    row_idx = rows[None, :] + (shifts[:, 0:1] + MAX_SHIFT)  # [B, h]
+    col_src = cols.expand(b, w)
+    if flips is not None:
+        col_src = torch.where(flips[:, None], (w - 1) - cols, cols)
+    col_idx = col_src + (shifts[:, 1:2] + MAX_SHIFT)  # [B, w]
+    batch_idx = torch.arange(b, device=images.device)[:, None, None]
+    out = padded[batch_idx, 0, row_idx[:, :, None], col_idx[:, None, :]]
+    return out.unsqueeze(1)
+
+
+class EpochPlan:
+    """Shuffling and augmentation draws for one epoch, made on the CPU then moved once."""
+
+    def __init__(self, n: int, generator: torch.Generator, augment: bool, hflip: bool, device):
+        self.order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        self.shifts = self.flips = None
+        if augment:
+            shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (n, 2), generator=generator)
+            self.shifts = shifts.to(device, non_blocking=True)
+            if hflip:
+                flips = torch.rand(n, generator=generator) < 0.5
+                self.flips = flips.to(device, non_blocking=True)
+
+
+def train_batches(
+    split: Split,
+    spec: DatasetSpec,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: bool,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled, (augmented,) normalized batches; the last partial batch is kept."""
+    plan = EpochPlan(len(split), generator, augment, spec.hflip, split.images.device)
+    for start in range(0, len(split), batch_size):
+        idx = plan.order[start : start + batch_size]
+        images = split.images[idx]
+        if plan.shifts is not None:
+            images = augment_batch(
+                images,
+                plan.shifts[start : start + batch_size],
+                None if plan.flips is None else plan.flips[start : start + batch_size],
+            )
+        yield normalize(images, spec), split.labels[idx]
+
+
+def eval_batches(
+    split: Split, spec: DatasetSpec, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches in dataset order, normalized, no augmentation."""
+    for start in range(0, len(split), batch_size):
+        yield (
+            normalize(split.images[start : start + batch_size], spec),
+            split.labels[start : start + batch_size],
+        )

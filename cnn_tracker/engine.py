@@ -1,0 +1,239 @@
+"""Training and evaluation in pure torch. Nothing here imports wandb.
+
+``train(cfg, data, tracker)`` runs the epochs, keeps the best-by-validation checkpoint, then
+evaluates the test set once with it. The tracker only receives numbers and file paths.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt_io
+from .config import TrainConfig
+from .data import Data, DatasetSpec, Split, eval_batches, train_batches
+from .errors import ConfigError
+from .models import build_model, count_parameters, model_args
+
+
+class EpochSink(Protocol):
+    """What the loop reports to (a Tracker satisfies it)."""
+
+    def log_metrics(self, metrics: dict[str, float], epoch: int) -> None: ...
+
+    def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    n: int
+    labels: np.ndarray | None = None  # int64 [N], when collected
+    probs: np.ndarray | None = None  # float32 [N, classes], when collected
+
+    @property
+    def preds(self) -> np.ndarray:
+        assert self.probs is not None
+        return self.probs.argmax(1)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # with the best checkpoint's weights, in eval mode
+    model_name: str
+    model_args: dict[str, Any]
+    n_params: int
+    history: list[dict[str, float]]
+    best_epoch: int
+    best: dict[str, float]  # val metrics of the best epoch
+    test: EvalResult
+    best_path: Path
+    last_path: Path
+    train_seconds: float  # epochs only (no data loading, no test evaluation)
+    device: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "invalid value 'cuda' for 'device': no CUDA GPU is visible here. "
+            "Use --device cpu (or auto)."
+        )
+    return torch.device(name)
+
+
+def set_determinism(cfg: TrainConfig) -> None:
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int):
+    """A per-batch LR schedule, or None."""
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25,
+            cycle_momentum=cfg.optimizer == "sgd",
+        )
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return None
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    spec: DatasetSpec,
+    batch_size: int,
+    *,
+    collect: bool = False,
+) -> EvalResult:
+    """Mean cross-entropy (no smoothing) and accuracy over ``split``; probs when ``collect``."""
+    was_training = model.training
+    model.eval()
+    device = split.images.device
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    probs = []
+    for x, y in eval_batches(split, spec, batch_size):
+        logits = model(x).float()
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+        correct += (logits.argmax(1) == y).sum()
+        if collect:
+            probs.append(torch.softmax(logits, 1).cpu())
+    model.train(was_training)
+    n = len(split)
+    return EvalResult(
+        loss=float(loss_sum) / max(n, 1),
+        accuracy=float(correct) / max(n, 1),
+        n=n,
+        labels=split.labels.cpu().numpy() if collect else None,
+        probs=torch.cat(probs).numpy() if collect and probs else None,
+    )
+
+
+def _progress(total: int, epoch: int, epochs: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch}/{epochs}", unit="batch", leave=False,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def train(
+    cfg: TrainConfig,
+    data: Data,
+    tracker: EpochSink,
+    *,
+    checkpoint_dir: Path,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda line: None,
+) -> TrainResult:
+    """Train ``cfg.model`` on ``data``; select by val accuracy; evaluate test once on the best."""
+    device = data.train.images.device
+    set_determinism(cfg)
+    margs = model_args(cfg.model, cfg.hidden_units, cfg.dropout, cfg.batch_norm,
+                       tuple(data.train.images.shape[1:]), len(data.class_names))
+    model = build_model(cfg.model, margs).to(device)
+    n_params = count_parameters(model)
+    opt = make_optimizer(cfg, model)
+    steps_per_epoch = -(-len(data.train) // cfg.batch_size)
+    sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    best_path, last_path = checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"
+
+    history: list[dict[str, float]] = []
+    best: dict[str, float] = {}
+    best_epoch = 0
+    train_seconds = 0.0
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        bar = _progress(steps_per_epoch, epoch, cfg.epochs, progress)
+        start = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        for x, y in train_batches(data.train, data.spec, cfg.batch_size, shuffle_gen, cfg.augment):
+            logits = model(x)
+            loss = criterion(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if sched is not None:
+                sched.step()
+            # Accumulated on the device; read once per epoch (no per-batch host sync).
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.detach().argmax(1) == y).sum()
+            if bar is not None:
+                bar.update()
+        train_loss = float(loss_sum) / len(data.train)
+        epoch_time = time.perf_counter() - start
+        train_seconds += epoch_time
+        if bar is not None:
+            bar.close()
+        val = evaluate(model, data.val, data.spec, cfg.eval_batch_size)
+        metrics = {
+            "epoch": epoch,
+            "train/loss": train_loss,
+            "train/accuracy": float(correct) / len(data.train),
+            "val/loss": val.loss,
+            "val/accuracy": val.accuracy,
+            "lr": opt.param_groups[0]["lr"],
+            "perf/epoch_seconds": epoch_time,
+            "perf/images_per_second": len(data.train) / epoch_time,
+        }
+        history.append(metrics)
+        tracker.log_metrics(metrics, epoch)
+        improved = not best or val.accuracy > best["val/accuracy"]
+        state = ckpt_io.make_checkpoint(model, cfg.model, margs, cfg, data.spec, epoch, metrics)
+        ckpt_io.atomic_save(state, last_path)
+        if improved:
+            best_epoch, best = epoch, {"val/accuracy": val.accuracy, "val/loss": val.loss}
+            ckpt_io.atomic_save(state, best_path)
+            tracker.log_checkpoint(best_path, {**metrics, "model": cfg.model,
+                                               "dataset": cfg.dataset, "n_params": n_params})
+        log(
+            f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f} acc {metrics['train/accuracy']:.4f}"
+            f"  val loss {val.loss:.4f} acc {val.accuracy:.4f}  {epoch_time:.1f}s"
+            f"  {metrics['perf/images_per_second']:.0f} img/s{'  *best' if improved else ''}"
+        )
+
+    best_state = ckpt_io.load_checkpoint(best_path)
+    model.load_state_dict(best_state["state_dict"])
+    model.eval()
+    test = evaluate(model, data.test, data.spec, cfg.eval_batch_size, collect=True)
+    return TrainResult(
+        model=model, model_name=cfg.model, model_args=margs, n_params=n_params, history=history,
+        best_epoch=best_epoch, best=best, test=test, best_path=best_path, last_path=last_path,
+        train_seconds=train_seconds, device=str(device),
+    )

@@ -1,0 +1,36 @@
+"""One exception type for every bad input a user can give us.
+
+Each is printed as one line (``Error: ...``) naming the value and the fix, and the process exits
+with code 2 (click's usage-error code). Tracebacks are shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+import click
+
+
+class UserError(click.ClickException):
+    """A bad input (config key or value, YAML, data, checkpoint, CLI argument)."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A bad training-config key or value."""
+
+
+class DataError(UserError):
+    """Missing, corrupted or unusable dataset files."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be read, or does not describe a model we can build."""
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The closest valid spelling of ``word`` among ``choices``, or None if nothing is close."""
+    matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return matches[0] if matches else None

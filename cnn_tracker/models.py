@@ -1,0 +1,178 @@
+"""The five seed architectures, by name.
+
+Constructors take explicit arguments and never read global config. Every flattened size is
+derived from ``in_shape`` by a dummy forward pass, so sweeps can change widths freely.
+``batch_norm=True`` puts BatchNorm after every conv (not part of the seed layouts, which stay the
+default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+
+InShape = tuple[int, int, int]
+
+
+def _conv(cin: int, cout: int, batch_norm: bool, padding: int = 1) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=padding, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(cout))
+    layers.append(nn.ReLU(inplace=True))
+    return layers
+
+
+def _flat_size(features: nn.Module, in_shape: InShape) -> int:
+    with torch.no_grad():
+        return int(features(torch.zeros(1, *in_shape)).numel())
+
+
+class Classifier(nn.Module):
+    """``features`` (convs) then ``head`` (dense layers); subclasses build both."""
+
+    features: nn.Module
+    head: nn.Module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.flatten(self.features(x), 1))
+
+
+class MLP(Classifier):
+    """Seed 001 model 1: Flatten -> Linear(784 -> hidden) -> ReLU -> Linear(hidden -> 10)."""
+
+    def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
+                 batch_norm: bool = False):
+        super().__init__()
+        self.features = nn.Identity()
+        n_in = in_shape[0] * in_shape[1] * in_shape[2]
+        self.head = nn.Sequential(
+            nn.Linear(n_in, hidden_units), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden_units, num_classes),
+        )
+
+
+class TinyVGG(Classifier):
+    """Seeds 000/001 (CNN Explainer): 2 x [Conv3x3 -> ReLU -> Conv3x3 -> ReLU -> MaxPool2]."""
+
+    def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
+                 batch_norm: bool = False):
+        super().__init__()
+        c, h = in_shape[0], hidden_units
+        self.features = nn.Sequential(
+            *_conv(c, h, batch_norm), *_conv(h, h, batch_norm), nn.MaxPool2d(2),
+            *_conv(h, h, batch_norm), *_conv(h, h, batch_norm), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Dropout(dropout), nn.Linear(_flat_size(self.features, in_shape), num_classes)
+        )
+
+
+class FashionCNN(Classifier):
+    """Seed 002: Conv(1->32) -> Pool -> Conv(32->64) -> Pool -> Linear(->hidden) -> Dropout -> 10."""
+
+    def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
+                 batch_norm: bool = False):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv(in_shape[0], 32, batch_norm), nn.MaxPool2d(2),
+            *_conv(32, 64, batch_norm), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Linear(_flat_size(self.features, in_shape), hidden_units), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(hidden_units, num_classes),
+        )
+
+
+class DeepCNN(Classifier):
+    """Seed 003: 3 x [Conv -> ReLU -> MaxPool] (32, 64, 128 channels), then 3 dense layers."""
+
+    def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
+                 batch_norm: bool = False):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv(in_shape[0], 32, batch_norm), nn.MaxPool2d(2),
+            *_conv(32, 64, batch_norm), nn.MaxPool2d(2),
+            *_conv(64, 128, batch_norm), nn.MaxPool2d(2),
+        )
+        half = max(1, hidden_units // 2)
+        self.head = nn.Sequential(
+            nn.Linear(_flat_size(self.features, in_shape), hidden_units), nn.ReLU(inplace=True),
+            nn.Linear(hidden_units, half), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(half, num_classes),
+        )
+
+
+class LeNet(Classifier):
+    """Seed 004: Conv(1->6, 3x3) -> Pool -> Conv(6->36, 3x3) -> Pool -> dense(hidden, 84) -> 10."""
+
+    def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
+                 batch_norm: bool = False):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv(in_shape[0], 6, batch_norm, padding=0), nn.MaxPool2d(2),
+            *_conv(6, 36, batch_norm, padding=0), nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(
+            nn.Linear(_flat_size(self.features, in_shape), hidden_units), nn.ReLU(inplace=True),
+            nn.Linear(hidden_units, 84), nn.ReLU(inplace=True),
+            nn.Dropout(dropout), nn.Linear(84, num_classes),
+        )
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    cls: Callable[..., nn.Module]
+    hidden_units: int  # seed default of the width knob
+    dropout: float  # default dropout before the last layer
+    summary: str
+
+
+REGISTRY: dict[str, ModelInfo] = {
+    "mlp": ModelInfo(MLP, 10, 0.0, "seed 001 MLP: 784 -> hidden -> 10"),
+    "tinyvgg": ModelInfo(TinyVGG, 32, 0.0, "seeds 000/001 TinyVGG: 2 double-conv blocks, hidden channels"),
+    "fashioncnn": ModelInfo(FashionCNN, 128, 0.5, "seed 002 FashionCNN: conv 32-64, dense hidden, dropout"),
+    "deepcnn": ModelInfo(DeepCNN, 128, 0.0, "seed 003: 3 conv stages (32-64-128), 3 dense layers"),
+    "lenet": ModelInfo(LeNet, 120, 0.0, "seed 004: conv 6-36 (3x3, no padding), dense hidden-84-10"),
+}
+
+
+def model_args(
+    name: str,
+    hidden_units: int | None = None,
+    dropout: float | None = None,
+    batch_norm: bool = False,
+    in_shape: InShape = (1, 28, 28),
+    num_classes: int = 10,
+) -> dict[str, Any]:
+    """The explicit constructor arguments of ``name``, with the model's defaults filled in."""
+    info = get_info(name)
+    return {
+        "in_shape": list(in_shape),
+        "num_classes": num_classes,
+        "hidden_units": info.hidden_units if hidden_units is None else hidden_units,
+        "dropout": info.dropout if dropout is None else dropout,
+        "batch_norm": batch_norm,
+    }
+
+
+def get_info(name: str) -> ModelInfo:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}: choose one of {', '.join(REGISTRY)}.") from None
+
+
+def build_model(name: str, args: dict[str, Any]) -> nn.Module:
+    """Build ``name`` from constructor ``args`` (as returned by :func:`model_args`)."""
+    kwargs = dict(args)
+    kwargs["in_shape"] = tuple(kwargs["in_shape"])
+    return get_info(name).cls(**kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,171 @@
+"""One tracked training run, from the CLI's config to a finished W&B run and local outputs.
+
+Order matters for "nothing half-written": everything that can be checked before ``wandb.init``
+(config values, device, data presence, output folder) is checked first. After ``wandb.init`` the
+final hyperparameters are re-read from ``wandb.config`` (a sweep may have changed them) and
+validated again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import env
+from .config import RunSettings, TrainConfig, make_config
+from .data import get_spec, load_data, prepare
+from .engine import resolve_device, train
+from .errors import UserError
+from .models import model_args
+from .reports import TestReport, text_tables, write_plots
+from .tracker import Tracker, make_tracker
+
+
+def write_json(obj: Any, path: Path) -> Path:
+    """Write JSON through a temp file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{what} {folder} is not writable ({exc.strerror}): choose another folder.") from None
+
+
+def _with_model_defaults(cfg: TrainConfig) -> TrainConfig:
+    """Fill hidden_units / dropout left at None with the model's own defaults."""
+    args = model_args(cfg.model, cfg.hidden_units, cfg.dropout)
+    return dataclasses.replace(cfg, hidden_units=args["hidden_units"], dropout=args["dropout"])
+
+
+def run_training(
+    cfg: TrainConfig,
+    settings: RunSettings,
+    *,
+    data_dir: Path,
+    output_dir: Path | None,
+    quiet: bool = False,
+    echo: Callable[[str], None] = click.echo,
+) -> dict[str, Any]:
+    """Train with tracking; return the summary (also written to ``summary.json``)."""
+    mode, notice = env.resolve_mode(settings.mode)
+    if mode == "online" and not env.has_api_key():
+        raise UserError(
+            "W&B mode is online but no API key is configured: set WANDB_API_KEY (or run "
+            "`wandb login`), or use --mode offline and `wandb sync` later."
+        )
+    # Checks before anything is written under the W&B folder.
+    resolve_device(cfg.device)
+    prepare(get_spec(cfg.dataset), data_dir)
+    out_root = Path(output_dir) if output_dir else env.output_root()
+    _check_writable(out_root, "output folder")
+    if notice and not quiet:
+        echo(notice)
+
+    tracker = make_tracker(cfg, settings, mode)
+    try:
+        summary = _train_tracked(tracker, data_dir, output_dir, out_root, quiet, echo)
+    except BaseException:
+        tracker.finish(exit_code=1)
+        raise
+    tracker.finish(exit_code=0)
+    if tracker.sync_dir is not None and not quiet:
+        echo(f"offline run saved; upload it with: wandb sync {tracker.sync_dir}")
+    return summary
+
+
+def _train_tracked(
+    tracker: Tracker,
+    data_dir: Path,
+    output_dir: Path | None,
+    out_root: Path,
+    quiet: bool,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    # wandb.config wins: under a sweep it holds the agent's values. Validate it like any input.
+    cfg = _with_model_defaults(make_config(tracker.config(), source="wandb.config"))
+    tracker.update_config({"hidden_units": cfg.hidden_units, "dropout": cfg.dropout})
+    device = resolve_device(cfg.device)
+    out_dir = Path(output_dir) if output_dir else out_root / tracker.run_name
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    load_start = time.perf_counter()
+    data = load_data(cfg.dataset, data_dir, val_size=cfg.val_size, seed=cfg.seed, device=device)
+    load_seconds = time.perf_counter() - load_start
+    if not quiet:
+        echo(f"run {tracker.run_name} ({tracker.mode}): {cfg.model} on {cfg.dataset}, "
+             f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
+             f"device {device}, outputs in {out_dir}")
+
+    result = train(
+        cfg, data, tracker,
+        checkpoint_dir=out_dir / "checkpoints",
+        progress=not quiet and sys.stderr.isatty(),
+        log=(lambda line: None) if quiet else echo,
+    )
+    report = TestReport(
+        class_names=list(data.class_names),
+        labels=result.test.labels,
+        probs=result.test.probs,
+        images=data.test.images[:, 0].cpu().numpy(),
+        loss=result.test.loss,
+        accuracy=result.test.accuracy,
+    )
+    title = f"{cfg.model} on {cfg.dataset} ({tracker.run_name})"
+    plots = write_plots(report, result.history, out_dir, cfg.batch_size, title)
+    tracker.log_report(report, cfg.log_misclassified, plots)
+
+    epochs = len(result.history)
+    headline = {
+        "test/loss": result.test.loss,
+        "test/accuracy": result.test.accuracy,
+        "best/epoch": result.best_epoch,
+        "best/val_accuracy": result.best["val/accuracy"],
+        "best/val_loss": result.best["val/loss"],
+        "model/n_params": result.n_params,
+        "perf/train_seconds": result.train_seconds,
+        "perf/seconds_per_epoch": result.train_seconds / epochs,
+        "perf/data_seconds": load_seconds,
+    }
+    tracker.log_summary(headline)
+    summary = {
+        "run_id": tracker.run_id,
+        "run_name": tracker.run_name,
+        "mode": tracker.mode,
+        "config": dataclasses.asdict(cfg),
+        "model": {"name": result.model_name, "args": result.model_args, "n_params": result.n_params},
+        "device": result.device,
+        **headline,
+        "history": result.history,
+        **report.summary(),
+        "checkpoints": {"best": str(result.best_path), "last": str(result.last_path)},
+        "plots": {k: str(v) for k, v in plots.items()},
+        "output_dir": str(out_dir),
+        "wandb_dir": str(tracker.sync_dir or tracker.files_dir or ""),
+    }
+    summary_path = write_json(summary, out_dir / "summary.json")
+    if tracker.files_dir is not None:  # files in the run folder are uploaded by wandb / wandb sync
+        for path in [summary_path, *plots.values()]:
+            shutil.copyfile(path, tracker.files_dir / path.name)
+    if not quiet:
+        echo(text_tables(report))
+        echo(f"best epoch {result.best_epoch} (val accuracy {result.best['val/accuracy']:.4%}); "
+             f"test accuracy {result.test.accuracy:.4%}; {result.train_seconds / epochs:.1f} s/epoch; "
+             f"best checkpoint {result.best_path}")
+    return summary

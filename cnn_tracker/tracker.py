@@ -1,0 +1,156 @@
+"""Trackers: where a run's config, metrics, checkpoints and report go.
+
+This is the only module that imports ``wandb`` for runs. The training loop talks to the small
+:class:`Tracker` interface; :class:`NullTracker` serves ``mode=disabled`` without touching wandb.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Mapping
+
+from .config import RunSettings, TrainConfig
+from .reports import TestReport, format_top3
+
+# Prefixes of per-epoch keys; all are plotted against `epoch` on the dashboard.
+EPOCH_KEYS = ("train/*", "val/*", "lr", "perf/*")
+
+
+class Tracker:
+    """No-op base: every hook does nothing. Subclasses override what they record."""
+
+    mode = "disabled"
+    run_id: str = ""
+    run_name: str = ""
+    files_dir: Path | None = None  # folder uploaded with the run (W&B run files), if any
+    sync_dir: Path | None = None  # offline run folder to pass to `wandb sync`, if any
+
+    def config(self) -> dict[str, Any]:
+        """Hyperparameters as the tracker holds them (a sweep may have changed them)."""
+        return {}
+
+    def update_config(self, values: Mapping[str, Any]) -> None: ...
+
+    def log_metrics(self, metrics: dict[str, float], epoch: int) -> None: ...
+
+    def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None: ...
+
+    def log_report(self, report: TestReport, misclassified: int, plots: dict[str, Path]) -> None: ...
+
+    def log_summary(self, values: Mapping[str, Any]) -> None: ...
+
+    def finish(self, exit_code: int = 0) -> None: ...
+
+
+class NullTracker(Tracker):
+    """``mode=disabled``: records nothing, needs no wandb."""
+
+    def __init__(self, cfg: TrainConfig, settings: RunSettings):
+        self.run_id = secrets.token_hex(4)
+        self.run_name = settings.name or f"{cfg.model}-{cfg.dataset}-{self.run_id}"
+        self._config = asdict(cfg)
+
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+
+class WandbTracker(Tracker):
+    """A W&B run (online or offline). Constructing it calls ``wandb.init``."""
+
+    def __init__(self, cfg: TrainConfig, settings: RunSettings, mode: str, job_type: str = "train"):
+        import wandb
+
+        self._wandb = wandb
+        tags = list(dict.fromkeys([cfg.dataset, cfg.model, *settings.tags]))
+        self.run = wandb.init(
+            project=settings.project,
+            entity=settings.entity,
+            group=settings.group,
+            name=settings.name,
+            notes=settings.notes,
+            tags=tags,
+            job_type=job_type,
+            mode=mode,
+            config=asdict(cfg),
+        )
+        self.mode = mode
+        self.run_id = self.run.id
+        if not settings.name:
+            # Default name <model>-<dataset>-<id>; read after init so sweep values count.
+            model = self.run.config.get("model", cfg.model)
+            dataset = self.run.config.get("dataset", cfg.dataset)
+            self.run.name = f"{model}-{dataset}-{self.run.id}"
+        self.run_name = self.run.name
+        self.files_dir = Path(self.run.dir)
+        self.sync_dir = self.files_dir.parent if mode == "offline" else None
+        self.run.define_metric("epoch")
+        for pattern in EPOCH_KEYS:
+            self.run.define_metric(pattern, step_metric="epoch")
+        self.run.define_metric("val/accuracy", step_metric="epoch", summary="max")
+        self.run.define_metric("val/loss", step_metric="epoch", summary="min")
+
+    def config(self) -> dict[str, Any]:
+        return {k: v for k, v in dict(self.run.config).items() if not k.startswith("_")}
+
+    def update_config(self, values: Mapping[str, Any]) -> None:
+        self.run.config.update(dict(values), allow_val_change=True)
+
+    def log_metrics(self, metrics: dict[str, float], epoch: int) -> None:
+        self.run.log(dict(metrics))
+
+    def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        """Upload a new best checkpoint as ``model-<run id>`` with aliases best and latest."""
+        artifact = self._wandb.Artifact(
+            f"model-{self.run.id}", type="model",
+            description=f"best-by-validation checkpoint of run {self.run.id}",
+            metadata={k: v for k, v in metadata.items() if isinstance(v, (int, float, str))},
+        )
+        artifact.add_file(str(path), name="best.pt")
+        self.run.log_artifact(artifact, aliases=["best", "latest"])
+
+    def log_report(self, report: TestReport, misclassified: int, plots: dict[str, Path]) -> None:
+        wandb = self._wandb
+        names = list(report.class_names)
+        per_class = wandb.Table(columns=["class_id", "class", "accuracy", "errors", "support"])
+        for row in report.per_class():
+            per_class.add_data(row["class_id"], row["class"], row["accuracy"], row["errors"],
+                               row["support"])
+        pairs = wandb.Table(columns=["rank", "true", "predicted", "count"])
+        for row in report.confused_pairs():
+            pairs.add_data(row["rank"], row["true"], row["predicted"], row["count"])
+        wrong = wandb.Table(columns=["image", "index", "true", "predicted", "confidence", "top3"])
+        for row in report.misclassified(misclassified):
+            wrong.add_data(
+                wandb.Image(report.images[row["index"]],
+                            caption=f"true {row['true']} / predicted {row['predicted']}"),
+                row["index"], row["true"], row["predicted"], row["confidence"],
+                format_top3(row["top3"]),
+            )
+        payload: dict[str, Any] = {
+            # W&B's chart: "Actual" = true class (rows of our PNG), "Predicted" = columns.
+            "test/confusion_matrix": wandb.plot.confusion_matrix(
+                y_true=report.labels.tolist(), preds=report.preds.tolist(), class_names=names,
+                title="test confusion matrix",
+            ),
+            "test/per_class": per_class,
+            "test/most_confused": pairs,
+            "test/misclassified": wrong,
+        }
+        for key, path in plots.items():
+            payload[key] = wandb.Image(str(path))
+        self.run.log(payload)
+
+    def log_summary(self, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            self.run.summary[key] = value
+
+    def finish(self, exit_code: int = 0) -> None:
+        self.run.finish(exit_code=exit_code)
+
+
+def make_tracker(cfg: TrainConfig, settings: RunSettings, mode: str) -> Tracker:
+    if mode == "disabled":
+        return NullTracker(cfg, settings)
+    return WandbTracker(cfg, settings, mode)
