@@ -35,8 +35,8 @@ def library_versions() -> dict[str, str]:
 
     return {
         "cnn_tracker": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
         "python": platform.python_version(),
     }
 

@@ -236,6 +236,8 @@ def list_models() -> None:
 def main() -> None:
     """Entry point: user errors print one line and exit 2; --debug shows the traceback."""
     debug = "--debug" in sys.argv[1:]
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # one line per epoch, also in agent logs
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

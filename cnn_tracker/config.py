@@ -32,8 +32,8 @@ class TrainConfig:
 
     dataset: str = "mnist"  # one of DATASETS
     model: str = "fashioncnn"  # one of MODELS
-    epochs: int = 8  # full passes over the training split (60k - val_size images)
-    batch_size: int = 128  # images per optimizer step
+    epochs: int = 12  # full passes over the training split (60k - val_size images)
+    batch_size: int = 256  # images per optimizer step
     lr: float = 3e-3  # peak learning rate (the OneCycle maximum; constant when scheduler=none)
     optimizer: str = "adamw"  # one of OPTIMIZERS
     momentum: float = 0.9  # SGD momentum (Nesterov); ignored by adam/adamw

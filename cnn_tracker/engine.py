@@ -81,6 +81,7 @@ def set_determinism(cfg: TrainConfig) -> None:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
     else:
+        torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = True
 
 

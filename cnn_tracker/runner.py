@@ -39,13 +39,13 @@ def write_json(obj: Any, path: Path) -> Path:
 
 
 def _check_writable(folder: Path, what: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{what} {folder} is not writable ({exc.strerror}): choose another folder.") from None
+    """Fail early if ``folder`` could not be created or written, without creating anything."""
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {folder} is not writable ({existing} is not a writable folder): "
+                        "choose another folder.")
 
 
 def _with_model_defaults(cfg: TrainConfig) -> TrainConfig:

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import gzip
+import shutil
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cnn_tracker.cli import cli
+from cnn_tracker.data import (
+    SPECS, augment_batch, get_spec, load_data, load_split, prepare, split_indices, train_batches,
+)
+from cnn_tracker.errors import ConfigError, DataError
+
+from .conftest import TINY_TEST_PER_CLASS, TINY_TRAIN_PER_CLASS
+
+
+def test_tiny_idx_loads_through_torchvision(tiny_root):
+    images, labels = load_split(SPECS["mnist"], tiny_root, train=True)
+    assert images.dtype == torch.uint8 and images.shape == (10 * TINY_TRAIN_PER_CLASS, 1, 28, 28)
+    assert labels.dtype == torch.int64 and set(labels.tolist()) == set(range(10))
+
+
+def test_split_is_seeded_disjoint_and_stable(tiny_root):
+    a = load_data("fashion-mnist", tiny_root, val_size=50, seed=3)
+    b = load_data("fashion-mnist", tiny_root, val_size=50, seed=3)
+    c = load_data("fashion-mnist", tiny_root, val_size=50, seed=4)
+    assert len(a.val) == 50 and len(a.train) == 10 * TINY_TRAIN_PER_CLASS - 50
+    assert len(a.test) == 10 * TINY_TEST_PER_CLASS
+    assert torch.equal(a.val.images, b.val.images)
+    assert not torch.equal(a.val.images, c.val.images)
+    train_idx, val_idx = split_indices(400, 50, seed=3)
+    assert set(train_idx.tolist()).isdisjoint(val_idx.tolist())
+    assert len(set(train_idx.tolist()) | set(val_idx.tolist())) == 400
+
+
+def test_val_size_must_be_smaller_than_train(tiny_root):
+    with pytest.raises(ConfigError, match="val_size.*smaller than the mnist training set"):
+        load_data("mnist", tiny_root, val_size=10 * TINY_TRAIN_PER_CLASS, seed=0)
+
+
+def test_batches_cover_the_split_once_and_are_normalized(tiny_root):
+    data = load_data("mnist", tiny_root, val_size=50, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    seen = 0
+    for x, y in train_batches(data.train, data.spec, 64, gen, augment=False):
+        assert x.dtype == torch.float32 and x.shape[1:] == (1, 28, 28)
+        seen += len(y)
+    assert seen == len(data.train)
+    x, _ = next(train_batches(data.train, data.spec, 1000, torch.Generator().manual_seed(0), False))
+    spec = data.spec
+    expected_mean = (data.train.images.float().mean() / 255 - spec.mean) / spec.std
+    assert torch.isclose(x.mean(), expected_mean, atol=1e-4)
+
+
+def test_augment_shifts_and_flips_exactly():
+    img = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    img[:, 0, 10, 5] = 255
+    shifts = torch.tensor([[2, -1], [0, 0]])
+    out = augment_batch(img, shifts, flips=torch.tensor([False, True]))
+    # shift by (dy, dx) = (2, -1) moves content up-left in source coordinates
+    assert out[0, 0, 8, 6] == 255 and out[0].sum() == 255
+    # flip mirrors the column: 5 -> 22
+    assert out[1, 0, 10, 22] == 255 and out[1].sum() == 255
+
+
+def test_augmentation_is_deterministic_per_seed(tiny_root):
+    data = load_data("fashion-mnist", tiny_root, val_size=50, seed=0)
+
+    def first(seed):
+        return next(train_batches(data.train, data.spec, 32, torch.Generator().manual_seed(seed), True))[0]
+
+    assert torch.equal(first(1), first(1)) and not torch.equal(first(1), first(2))
+
+
+def test_missing_data_names_both_fixes(tmp_path):
+    with pytest.raises(DataError) as exc:
+        prepare(get_spec("mnist"), tmp_path / "empty")
+    msg = exc.value.message
+    assert "CNN_TRACKER_DATA_MIRROR" in msg and "data prepare" in msg and "network" in msg
+    assert exc.value.exit_code == 2
+
+
+def test_mirror_with_bad_md5_is_refused(tmp_path):
+    mirror = tmp_path / "mirror" / "MNIST" / "raw"
+    mirror.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        with gzip.open(mirror / f"{name}.gz", "wb") as f:
+            f.write(b"not the real file")
+    with pytest.raises(DataError, match="is corrupted"):
+        prepare(get_spec("mnist"), tmp_path / "root", mirror=tmp_path / "mirror")
+    assert not list((tmp_path / "root" / "MNIST" / "raw").glob("*.gz"))  # nothing half-copied
+
+
+def test_mirror_missing_files(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    with pytest.raises(DataError, match="has no MNIST/raw/train-images-idx3-ubyte.gz"):
+        prepare(get_spec("mnist"), tmp_path / "root", mirror=tmp_path / "mirror")
+
+
+def test_truncated_extracted_file_is_a_clear_error(tiny_root, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root / "MNIST", root / "MNIST")
+    path = root / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(DataError, match="cannot be read"):
+        load_split(get_spec("mnist"), root, train=True)
+
+
+@pytest.mark.realdata
+def test_real_mirror_prepare_and_load(real_mirror, tmp_path):
+    result = CliRunner().invoke(cli, ["data", "prepare", "--from", str(real_mirror),
+                                      "--data-dir", str(tmp_path / "root")])
+    assert result.exit_code == 0, result.output
+    assert "mnist: ready" in result.output and "fashion-mnist: ready" in result.output
+    data = load_data("fashion-mnist", tmp_path / "root", val_size=5000, seed=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (55000, 5000, 10000)
+    counts = torch.bincount(data.test.labels, minlength=10)
+    assert counts.tolist() == [1000] * 10  # per the mirror's README
+    mnist_test = load_split(SPECS["mnist"], tmp_path / "root", train=False)[1]
+    assert torch.bincount(mnist_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

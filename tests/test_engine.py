@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnn_tracker.checkpoint import load_checkpoint, model_from_checkpoint
+from cnn_tracker.config import make_config
+from cnn_tracker.data import load_data
+from cnn_tracker.engine import evaluate, train
+from cnn_tracker.tracker import Tracker
+
+
+class RecordingTracker(Tracker):
+    def __init__(self):
+        self.metrics, self.checkpoints = [], []
+
+    def log_metrics(self, metrics, epoch):
+        self.metrics.append((epoch, dict(metrics)))
+
+    def log_checkpoint(self, path, metadata):
+        self.checkpoints.append((path, metadata))
+
+
+@pytest.mark.parametrize("model", ["mlp", "lenet", "tinyvgg"])
+def test_tiny_run_learns(tiny_root, tmp_path, model):
+    cfg = make_config({"model": model, "epochs": 10, "batch_size": 32, "val_size": 50, "lr": 3e-3,
+                       "hidden_units": 16 if model != "lenet" else None, "dataset": "fashion-mnist"})
+    data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
+    tracker = RecordingTracker()
+    result = train(cfg, data, tracker, checkpoint_dir=tmp_path / "ckpt")
+    assert result.test.accuracy >= 0.8  # chance is 0.1
+    assert [e for e, _ in tracker.metrics] == list(range(1, 11))
+    keys = {"epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
+            "perf/epoch_seconds", "perf/images_per_second"}
+    assert all(keys <= set(m) for _, m in tracker.metrics)
+    # a checkpoint upload for each improvement of val accuracy, never otherwise
+    best_so_far, improvements = -1.0, 0
+    for _, m in tracker.metrics:
+        if m["val/accuracy"] > best_so_far:
+            best_so_far, improvements = m["val/accuracy"], improvements + 1
+    assert len(tracker.checkpoints) == improvements
+    assert result.best["val/accuracy"] == max(m["val/accuracy"] for _, m in tracker.metrics)
+
+
+def test_best_checkpoint_is_self_describing_and_reproduces_test(tiny_root, tmp_path):
+    cfg = make_config({"model": "lenet", "epochs": 2, "batch_size": 32, "val_size": 50})
+    data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
+    result = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path / "ckpt")
+    ckpt = load_checkpoint(result.best_path)
+    assert ckpt["model"] == "lenet" and ckpt["dataset"] == "mnist"
+    assert ckpt["epoch"] == result.best_epoch
+    assert ckpt["config"]["epochs"] == 2 and ckpt["class_names"][3] == "3"
+    assert set(ckpt["versions"]) >= {"torch", "torchvision", "cnn_tracker"}
+    model = model_from_checkpoint(ckpt)
+    again = evaluate(model, data.test, data.spec, 64)
+    assert again.accuracy == pytest.approx(result.test.accuracy)
+    assert again.loss == pytest.approx(result.test.loss, rel=1e-5)
+
+
+def test_same_seed_same_result_deterministic(tiny_root, tmp_path):
+    cfg = make_config({"model": "mlp", "epochs": 2, "batch_size": 32, "val_size": 50,
+                       "deterministic": True, "seed": 7})
+    data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
+    a = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path / "a")
+    b = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path / "b")
+    assert [h["train/loss"] for h in a.history] == [h["train/loss"] for h in b.history]
+    torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("optimizer, scheduler", [("sgd", "cosine"), ("adam", "none"), ("adamw", "onecycle")])
+def test_optimizers_and_schedulers_run(tiny_root, tmp_path, optimizer, scheduler):
+    cfg = make_config({"model": "mlp", "epochs": 1, "batch_size": 64, "val_size": 50,
+                       "optimizer": optimizer, "scheduler": scheduler, "label_smoothing": 0.1})
+    data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
+    result = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path)
+    assert 0 <= result.test.accuracy <= 1 and result.history[0]["lr"] >= 0

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cnn_tracker.models import REGISTRY, build_model, count_parameters, model_args
+
+NAMES = list(REGISTRY)
+
+
+def _linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def _conv3(c_in: int, c_out: int) -> int:
+    return c_in * c_out * 9 + c_out
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_output_shape(name, batch_norm):
+    model = build_model(name, model_args(name, batch_norm=batch_norm)).eval()
+    assert model(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_parameter_counts_match_the_seed_layouts():
+    expected = {
+        # Flatten -> Linear(784 -> 10) -> ReLU -> Linear(10 -> 10)
+        "mlp": _linear(784, 10) + _linear(10, 10),
+        # 4 convs of 32 channels; 28 -> 14 -> 7, then Linear(32*7*7 -> 10)
+        "tinyvgg": _conv3(1, 32) + 3 * _conv3(32, 32) + _linear(32 * 7 * 7, 10),
+        # conv 1->32, 32->64 (padding 1), 28 -> 14 -> 7, Linear(3136 -> 128) -> Linear(128 -> 10)
+        "fashioncnn": _conv3(1, 32) + _conv3(32, 64) + _linear(64 * 7 * 7, 128) + _linear(128, 10),
+        # convs 32-64-128, 28 -> 14 -> 7 -> 3, dense 1152 -> 128 -> 64 -> 10
+        "deepcnn": _conv3(1, 32) + _conv3(32, 64) + _conv3(64, 128)
+        + _linear(128 * 3 * 3, 128) + _linear(128, 64) + _linear(64, 10),
+        # conv 1->6, 6->36 without padding: 28 -> 26 -> 13 -> 11 -> 5, dense 900 -> 120 -> 84 -> 10
+        "lenet": _conv3(1, 6) + _conv3(6, 36) + _linear(36 * 5 * 5, 120) + _linear(120, 84)
+        + _linear(84, 10),
+    }
+    for name, n in expected.items():
+        assert count_parameters(build_model(name, model_args(name))) == n, name
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("hidden", [7, 48])
+def test_hidden_units_changes_width_and_still_runs(name, hidden):
+    base = count_parameters(build_model(name, model_args(name)))
+    model = build_model(name, model_args(name, hidden_units=hidden)).eval()
+    assert count_parameters(model) != base
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_flattened_size_follows_the_input_shape():
+    model = build_model("tinyvgg", model_args("tinyvgg", hidden_units=8, in_shape=(1, 32, 32)))
+    assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
+    assert model.head[-1].in_features == 8 * 8 * 8
+
+
+def test_dropout_default_and_override():
+    assert model_args("fashioncnn")["dropout"] == 0.5
+    assert model_args("fashioncnn", dropout=0.1)["dropout"] == 0.1
