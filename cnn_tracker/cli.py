@@ -38,6 +38,7 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
     "seed": "seed of split, init and shuffling",
     "device": "auto, cpu or cuda",
     "log_misclassified": "misclassified images in the W&B table",
+    "log_every": "log the batch loss every N batches (0 = per epoch only)",
     "eval_batch_size": "images per evaluation forward pass",
     "deterministic": "deterministic torch algorithms",
 }
@@ -109,7 +110,7 @@ train = TrainCommand(
         "Train one model with W&B tracking (offline unless an API key is configured).\n\n"
         "Hyperparameters: defaults < --config FILE.yaml < --key value options < a W&B sweep's "
         "values in wandb.config. Example:\n\n"
-        "  cnn-tracker train --dataset fashion-mnist --model tinyvgg --epochs 10 --lr=0.002"
+        "\b\n  cnn-tracker train --dataset fashion-mnist --model tinyvgg --epochs 10 --lr=0.002"
     ),
     params=[
         click.Option(["--config", "config_file"], type=click.Path(dir_okay=False),

@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0  # seeds the split, init, shuffling and augmentation
     device: str = "auto"  # one of DEVICES; auto = cuda when available
     log_misclassified: int = 64  # misclassified test images logged in the W&B table (0 = none)
+    log_every: int = 0  # batches between per-batch loss logs (0 = per epoch only, the default)
     eval_batch_size: int = 1000  # images per forward pass when evaluating (no gradients)
     deterministic: bool = False  # torch deterministic algorithms (slower; exact re-runs)
 
@@ -88,6 +89,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "val_size": (lambda v: 1 <= v, "an integer >= 1 (and smaller than the training set)"),
     "seed": (lambda v: 0 <= v < 2**63, "an integer >= 0"),
     "log_misclassified": (lambda v: 0 <= v <= 10_000, "an integer from 0 to 10000"),
+    "log_every": (lambda v: 0 <= v <= 1_000_000, "an integer >= 0 (0 = never per batch)"),
     "eval_batch_size": (lambda v: 1 <= v <= 65_536, "an integer from 1 to 65536"),
 }
 

@@ -82,7 +82,11 @@ def _is_extracted(spec: DatasetSpec, root: Path) -> bool:
     return all((folder / gz[: -len(".gz")]).is_file() for gz, _ in raw_files(spec))
 
 
-def _missing_data_error(spec: DatasetSpec, root: Path, reason: str) -> DataError:
+def _missing_data_error(
+    spec: DatasetSpec, root: Path, reason: str, bad_mirror: Path | None = None
+) -> DataError:
+    if bad_mirror is not None:
+        reason += f"; the mirror {bad_mirror} ({env.MIRROR_VAR}) is not a folder"
     return DataError(
         f"{spec.name} is not in the data root {root} and {reason}. Either point "
         f"{env.MIRROR_VAR} at a folder holding {spec.folder}/raw/*.gz (or run "
@@ -142,13 +146,12 @@ def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
     root = Path(root)
     if _is_extracted(spec, root):
         return
+    bad_mirror = None
     mirror = mirror or env.data_mirror()
+    if mirror is not None and not Path(mirror).is_dir():
+        # Not fatal while a download may still work; named in the error if it does not.
+        bad_mirror, mirror = mirror, None
     if mirror is not None:
-        if not Path(mirror).is_dir():
-            raise DataError(
-                f"the data mirror {mirror} (from {env.MIRROR_VAR} or --from) is not a folder: "
-                f"point it at a folder holding {spec.folder}/raw/*.gz."
-            )
         copy_from_mirror(spec, root, Path(mirror))
     folder = raw_folder(spec, root)
     have_all = True
@@ -162,7 +165,7 @@ def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
                 f"`cnn-tracker data prepare --dataset {spec.name}` again."
             )
     if not have_all and not env.download_allowed():
-        raise _missing_data_error(spec, root, f"downloads are off ({env.DOWNLOAD_VAR}=0)")
+        raise _missing_data_error(spec, root, f"downloads are off ({env.DOWNLOAD_VAR}=0)", bad_mirror)
     try:
         root.mkdir(parents=True, exist_ok=True)
         # torchvision prints its progress on stdout; keep stdout for our own (--json) output.
@@ -172,9 +175,9 @@ def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
         if isinstance(exc, PermissionError):
             raise DataError(f"cannot write into the data root {root}: choose a writable "
                             f"--data-dir or {env.DATA_DIR_VAR}.") from None
-        raise _missing_data_error(spec, root, "downloading it failed (no network?)") from None
+        raise _missing_data_error(spec, root, "downloading it failed (no network?)", bad_mirror) from None
     except RuntimeError as exc:
-        raise _missing_data_error(spec, root, f"downloading it failed ({exc})") from None
+        raise _missing_data_error(spec, root, f"downloading it failed ({exc})", bad_mirror) from None
 
 
 def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,8 @@ class EpochSink(Protocol):
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None: ...
 
+    def log_batch(self, metrics: dict[str, float]) -> None: ...
+
 
 @dataclass
 class EvalResult:
@@ -178,6 +180,7 @@ def train(
     best: dict[str, float] = {}
     best_epoch = 0
     train_seconds = 0.0
+    global_step = 0
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         bar = _progress(steps_per_epoch, epoch, cfg.epochs, progress)
@@ -195,6 +198,10 @@ def train(
             # Accumulated on the device; read once per epoch (no per-batch host sync).
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
+            global_step += 1
+            if cfg.log_every and global_step % cfg.log_every == 0:  # opt-in: one host sync
+                tracker.log_batch({"trainer/global_step": global_step, "batch/loss": loss.item(),
+                                   "batch/lr": opt.param_groups[0]["lr"]})
             if bar is not None:
                 bar.update()
         train_loss = float(loss_sum) / len(data.train)

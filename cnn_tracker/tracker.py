@@ -37,6 +37,8 @@ class Tracker:
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None: ...
 
+    def log_batch(self, metrics: dict[str, float]) -> None: ...
+
     def log_report(self, report: TestReport, misclassified: int, plots: dict[str, Path]) -> None: ...
 
     def log_summary(self, values: Mapping[str, Any]) -> None: ...
@@ -90,6 +92,8 @@ class WandbTracker(Tracker):
             self.run.define_metric(pattern, step_metric="epoch")
         self.run.define_metric("val/accuracy", step_metric="epoch", summary="max")
         self.run.define_metric("val/loss", step_metric="epoch", summary="min")
+        self.run.define_metric("trainer/global_step")  # x-axis of opt-in per-batch logs
+        self.run.define_metric("batch/*", step_metric="trainer/global_step")
 
     def config(self) -> dict[str, Any]:
         return {k: v for k, v in dict(self.run.config).items() if not k.startswith("_")}
@@ -98,6 +102,9 @@ class WandbTracker(Tracker):
         self.run.config.update(dict(values), allow_val_change=True)
 
     def log_metrics(self, metrics: dict[str, float], epoch: int) -> None:
+        self.run.log(dict(metrics))
+
+    def log_batch(self, metrics: dict[str, float]) -> None:
         self.run.log(dict(metrics))
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:

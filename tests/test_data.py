@@ -121,3 +121,23 @@ def test_real_mirror_prepare_and_load(real_mirror, tmp_path):
     assert counts.tolist() == [1000] * 10  # per the mirror's README
     mnist_test = load_split(SPECS["mnist"], tmp_path / "root", train=False)[1]
     assert torch.bincount(mnist_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_mirror_that_is_not_a_folder_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("CNN_TRACKER_DATA_MIRROR", str(tmp_path / "nowhere"))
+    with pytest.raises(DataError, match="nowhere.*is not a folder"):
+        prepare(get_spec("fashion-mnist"), tmp_path / "root")
+
+
+@pytest.mark.realdata
+def test_real_data_smoke_train(real_mirror, tmp_path, monkeypatch):
+    """One short real run: the MLP on real MNIST via the mirror variable, tracking disabled."""
+    import json
+
+    monkeypatch.setenv("CNN_TRACKER_DATA_MIRROR", str(real_mirror))
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tmp_path / "root"), "--model", "mlp",
+                                      "--hidden_units", "64", "--epochs", "1", "--mode", "disabled",
+                                      "--output-dir", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["test/accuracy"] > 0.9  # one epoch of a 64-unit MLP on MNIST gets ~95%

@@ -51,7 +51,7 @@ def offline_run(tmp_path_factory, tiny_root):
     mp.setenv("WANDB_DIR", str(work))
     try:
         result, summary = run_train(tiny_root, "--mode", "offline", "--dataset", "fashion-mnist",
-                                    "--tags", "e2e", "--group", "g1")
+                                    "--tags", "e2e", "--group", "g1", "--log_every", "5")
         yield work, result, summary
     finally:
         mp.undo()
@@ -75,7 +75,7 @@ def test_offline_run_summary_config_and_metrics(offline_run):
     assert summ["test/accuracy"] == pytest.approx(summary["test/accuracy"])
     assert summ["test/loss"] == pytest.approx(summary["test/loss"])
     for key in ("train/loss", "train/accuracy", "lr", "perf/images_per_second",
-                "best/epoch", "model/n_params"):
+                "best/epoch", "model/n_params", "batch/loss", "trainer/global_step"):
         assert key in summ, key
     for key in ("test/per_class", "test/most_confused", "test/misclassified",
                 "test/confusion_matrix_table", "plots/confusion_matrix", "plots/curves"):
@@ -95,6 +95,8 @@ def test_offline_run_history_has_every_epoch(offline_run):
             epochs.append(int(items["epoch"]))
             assert {"train/loss", "train/accuracy", "val/loss", "lr"} <= set(items)
     assert epochs == [1, 2]
+    batch_steps = [h["item"]["trainer/global_step"] for h in history if "batch/loss" in h["item"]]
+    assert batch_steps == list(range(5, batch_steps[-1] + 1, 5)) and len(batch_steps) >= 4
 
 
 def test_offline_run_model_artifact_with_aliases(offline_run):
