@@ -35,9 +35,10 @@ def resolve_checkpoint(ref: str, download_root: Path | None = None) -> Path:
     try:
         artifact = wandb.Api().artifact(ref, type="model")
         folder = Path(artifact.download(root=str(root / ref.replace("/", "_").replace(":", "_"))))
-    except (wandb.errors.CommError, ValueError) as exc:
-        raise UserError(f"cannot fetch the W&B artifact '{ref}' ({exc}): check the name, "
-                        "alias and your access to the project.") from None
+    except (wandb.errors.Error, ValueError, OSError) as exc:  # OSError covers requests' errors
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot fetch the W&B artifact '{ref}' ({first}): check the name, "
+                        "alias, your access to the project and the network.") from None
     candidates = sorted(folder.glob("*.pt"))
     preferred = [p for p in candidates if p.name == "best.pt"] or candidates
     if not preferred:

@@ -175,33 +175,40 @@ def _checkpoint_path(ref: str) -> Path:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--batch-size", type=click.IntRange(1, 65536), help="Images per forward pass.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Write the confusion matrix and image grids here.")
+              help="Folder for the plots [default: outputs/eval/<checkpoint>-<digest>].")
+@click.option("--plots/--no-plots", default=True, show_default=True,
+              help="Write the confusion matrix and image grids.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, as_json) -> None:
-    """Test loss/accuracy, per-class table and most-confused pairs of CHECKPOINT.
+def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plots, as_json) -> None:
+    """Test loss/accuracy, per-class table, most-confused pairs and plots of CHECKPOINT.
 
     CHECKPOINT is a .pt file or a W&B artifact reference (entity/project/model-<id>:best).
     """
+    import hashlib
+
     from .inference import evaluate_checkpoint
     from .reports import text_tables, write_plots
 
     path = _checkpoint_path(checkpoint)
     ckpt, report = evaluate_checkpoint(path, env.data_dir(data_dir), dataset, device, batch_size)
-    plots = {}
-    if output_dir is not None:
-        plots = {k: str(v) for k, v in write_plots(report, None, output_dir,
-                                                    int(ckpt["config"]["batch_size"])).items()}
+    written = {}
+    if plots:
+        if output_dir is None:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+            output_dir = env.output_root() / "eval" / f"{path.stem}-{digest}"
+        written = {k: str(v) for k, v in write_plots(
+            report, None, output_dir, int(ckpt["config"]["batch_size"])).items()}
     if as_json:
         click.echo(json.dumps({
             "checkpoint": str(path), "model": ckpt["model"], "dataset": dataset or ckpt["dataset"],
             "epoch": ckpt.get("epoch"), "training_metrics": ckpt.get("metrics", {}),
-            **report.summary(), "plots": plots,
+            **report.summary(), "plots": written,
         }, indent=2))
         return
     click.echo(f"{path}: {ckpt['model']} trained on {ckpt['dataset']} (epoch {ckpt.get('epoch')})")
     click.echo(text_tables(report))
-    for path_ in plots.values():
-        click.echo(f"wrote {path_}")
+    if written:
+        click.echo(f"plots written to {output_dir}")
 
 
 @cli.command()

@@ -38,7 +38,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # one of OPTIMIZERS
     momentum: float = 0.9  # SGD momentum (Nesterov); ignored by adam/adamw
     weight_decay: float = 5e-4  # decoupled for adamw, L2 for adam/sgd
-    hidden_units: int | None = None  # width knob of the model; None = the model's seed default
+    hidden_units: int | None = None  # width knob of the model, 1-4096; None = the seed default
     dropout: float | None = None  # dropout before the classifier; None = the model's default
     batch_norm: bool = False  # BatchNorm after every conv (not in the seed layouts)
     scheduler: str = "onecycle"  # one of SCHEDULERS, stepped per batch
@@ -83,7 +83,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "lr": (lambda v: 0 < v <= 10, "a number > 0 and <= 10"),
     "momentum": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
     "weight_decay": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
-    "hidden_units": (lambda v: v is None or 1 <= v <= 65_536, "an integer from 1 to 65536, or null"),
+    "hidden_units": (lambda v: v is None or 1 <= v <= 4096, "an integer from 1 to 4096, or null"),
     "dropout": (lambda v: v is None or 0 <= v < 1, "a number >= 0 and < 1, or null"),
     "label_smoothing": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
     "val_size": (lambda v: 1 <= v, "an integer >= 1 (and smaller than the training set)"),
@@ -93,6 +93,20 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "eval_batch_size": (lambda v: 1 <= v <= 65_536, "an integer from 1 to 65536"),
 }
 
+# Common spellings from other codebases, mapped to our key; used only to suggest the fix.
+ALIASES = {
+    "learning_rate": "lr", "lr_rate": "lr", "learningrate": "lr",
+    "num_epochs": "epochs", "n_epochs": "epochs", "max_epochs": "epochs",
+    "bs": "batch_size", "batchsize": "batch_size", "train_batch_size": "batch_size",
+    "hidden": "hidden_units", "hidden_size": "hidden_units", "hidden_dim": "hidden_units",
+    "width": "hidden_units", "wd": "weight_decay", "l2": "weight_decay",
+    "dropout_rate": "dropout", "drop_rate": "dropout", "smoothing": "label_smoothing",
+    "optim": "optimizer", "opt": "optimizer", "lr_scheduler": "scheduler",
+    "schedule": "scheduler", "arch": "model", "architecture": "model", "data": "dataset",
+    "random_seed": "seed", "augmentation": "augment", "data_augmentation": "augment",
+    "batchnorm": "batch_norm", "bn": "batch_norm",
+}
+
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off"}
 _NULL = {"none", "null", "~", ""}
@@ -100,7 +114,10 @@ _NULL = {"none", "null", "~", ""}
 
 def unknown_key_error(key: str, source: str) -> ConfigError:
     """The message for a key that is not a training-config key."""
-    hint = closest(key, KEYS)
+    hint = ALIASES.get(key.lower())
+    if hint is None:
+        match = closest(key.lower(), [*KEYS, *ALIASES])
+        hint = ALIASES.get(match, match) if match else None
     did_you_mean = f" Did you mean '{hint}'?" if hint else ""
     return ConfigError(
         f"unknown config key '{key}' (from {source}).{did_you_mean} "
@@ -215,6 +232,8 @@ def unwrap_wandb_values(mapping: Mapping[str, Any]) -> dict[str, Any]:
     """Accept W&B's ``config-defaults.yaml`` form (``key: {value: x, desc: ...}``) as plain values."""
     out = {}
     for key, value in mapping.items():
+        if str(key).startswith("_") or key == "wandb_version":  # W&B's own bookkeeping keys
+            continue
         if isinstance(value, Mapping) and "value" in value:
             value = value["value"]
         out[str(key)] = value
@@ -228,6 +247,8 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file '{p}' does not exist: check the path given to --config.")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{p}' is not a text file: --config takes a YAML file.") from None
     except OSError as exc:
         raise ConfigError(f"config file '{p}' cannot be read ({exc.strerror}).") from None
     try:

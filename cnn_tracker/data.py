@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from .errors import ConfigError, DataError
 
 IMAGE_SHAPE = (1, 28, 28)
 MAX_SHIFT = 2  # px, random translation range of `augment` in each direction
+DOWNLOAD_TIMEOUT = 30  # s per socket operation while torchvision downloads
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,11 @@ def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
             )
     if not have_all and not env.download_allowed():
         raise _missing_data_error(spec, root, f"downloads are off ({env.DOWNLOAD_VAR}=0)", bad_mirror)
+    previous_timeout = socket.getdefaulttimeout()
     try:
         root.mkdir(parents=True, exist_ok=True)
+        # A silently dropping network must fail, not hang: seconds per socket operation.
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
         # torchvision prints its progress on stdout; keep stdout for our own (--json) output.
         with contextlib.redirect_stdout(sys.stderr):
             _tv_class(spec)(str(root), train=True, download=True)
@@ -177,7 +182,10 @@ def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
                             f"--data-dir or {env.DATA_DIR_VAR}.") from None
         raise _missing_data_error(spec, root, "downloading it failed (no network?)", bad_mirror) from None
     except RuntimeError as exc:
-        raise _missing_data_error(spec, root, f"downloading it failed ({exc})", bad_mirror) from None
+        first = (str(exc).strip().splitlines() or ["unknown error"])[0]
+        raise _missing_data_error(spec, root, f"downloading it failed ({first})", bad_mirror) from None
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
 
 
 def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,7 +197,8 @@ def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor
         images, labels = ds.data, ds.targets
     except (RuntimeError, ValueError, AssertionError, OSError) as exc:
         raise DataError(
-            f"the {spec.name} files under {raw_folder(spec, root)} cannot be read ({exc or type(exc).__name__}): "
+            f"the {spec.name} files under {raw_folder(spec, root)} cannot be read "
+            f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0]}): "
             f"delete that folder and run `cnn-tracker data prepare --dataset {spec.name}`."
         ) from None
     if images.dim() != 3 or tuple(images.shape[1:]) != IMAGE_SHAPE[1:] or len(images) != len(labels):
@@ -238,6 +247,28 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
+def train_size(spec: DatasetSpec, root: Path) -> int:
+    """Images in the training split (from the label file alone; cheap)."""
+    from torchvision.datasets.mnist import read_label_file
+
+    prepare(spec, root)
+    try:
+        return len(read_label_file(str(raw_folder(spec, root) / "train-labels-idx1-ubyte")))
+    except (RuntimeError, ValueError, AssertionError, OSError) as exc:
+        raise DataError(
+            f"the {spec.name} label file under {raw_folder(spec, root)} cannot be read ({exc}): "
+            f"delete that folder and run `cnn-tracker data prepare --dataset {spec.name}`."
+        ) from None
+
+
+def check_val_size(spec: DatasetSpec, n_train: int, val_size: int) -> None:
+    if val_size >= n_train:
+        raise ConfigError(
+            f"invalid value {val_size} for 'val_size': it must be smaller than the {spec.name} "
+            f"training set ({n_train} images). Use e.g. --val_size {max(1, n_train // 12)}."
+        )
+
+
 def load_data(
     dataset: str,
     root: Path,
@@ -249,11 +280,7 @@ def load_data(
     """Train / validation / test splits of ``dataset`` as tensors on ``device``."""
     spec = get_spec(dataset)
     images, labels = load_split(spec, root, train=True)
-    if val_size >= len(labels):
-        raise ConfigError(
-            f"invalid value {val_size} for 'val_size': it must be smaller than the {spec.name} "
-            f"training set ({len(labels)} images). Use e.g. --val_size {max(1, len(labels) // 12)}."
-        )
+    check_val_size(spec, len(labels), val_size)
     train_idx, val_idx = split_indices(len(labels), val_size, seed)
     test_images, test_labels = load_split(spec, root, train=False)
     return Data(

@@ -13,6 +13,9 @@ import numpy as np
 
 @dataclass
 class TestReport:
+    """Test-set predictions of one model and everything derived from them."""
+
+    __test__ = False  # not a pytest test class
     class_names: list[str]
     labels: np.ndarray  # int64 [N] true classes
     probs: np.ndarray  # float32 [N, C]

@@ -21,7 +21,7 @@ import click
 
 from . import env
 from .config import RunSettings, TrainConfig, make_config
-from .data import get_spec, load_data, prepare
+from .data import check_val_size, get_spec, load_data, train_size
 from .engine import resolve_device, train
 from .errors import UserError
 from .models import model_args
@@ -72,7 +72,8 @@ def run_training(
         )
     # Checks before anything is written under the W&B folder.
     resolve_device(cfg.device)
-    prepare(get_spec(cfg.dataset), data_dir)
+    spec = get_spec(cfg.dataset)
+    check_val_size(spec, train_size(spec, data_dir), cfg.val_size)
     out_root = Path(output_dir) if output_dir else env.output_root()
     _check_writable(out_root, "output folder")
     if notice and not quiet:
@@ -102,12 +103,11 @@ def _train_tracked(
     cfg = _with_model_defaults(make_config(tracker.config(), source="wandb.config"))
     tracker.update_config({"hidden_units": cfg.hidden_units, "dropout": cfg.dropout})
     device = resolve_device(cfg.device)
-    out_dir = Path(output_dir) if output_dir else out_root / tracker.run_name
-    out_dir.mkdir(parents=True, exist_ok=True)
-
     load_start = time.perf_counter()
     data = load_data(cfg.dataset, data_dir, val_size=cfg.val_size, seed=cfg.seed, device=device)
     load_seconds = time.perf_counter() - load_start
+    out_dir = Path(output_dir) if output_dir else out_root / tracker.run_name
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not quiet:
         echo(f"run {tracker.run_name} ({tracker.mode}): {cfg.model} on {cfg.dataset}, "
              f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "

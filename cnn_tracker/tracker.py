@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import RunSettings, TrainConfig
+from .errors import UserError
 from .reports import TestReport, format_top3
 
 # Prefixes of per-epoch keys; all are plotted against `epoch` on the dashboard.
@@ -66,17 +67,24 @@ class WandbTracker(Tracker):
 
         self._wandb = wandb
         tags = list(dict.fromkeys([cfg.dataset, cfg.model, *settings.tags]))
-        self.run = wandb.init(
-            project=settings.project,
-            entity=settings.entity,
-            group=settings.group,
-            name=settings.name,
-            notes=settings.notes,
-            tags=tags,
-            job_type=job_type,
-            mode=mode,
-            config=asdict(cfg),
-        )
+        try:
+            self.run = wandb.init(
+                project=settings.project,
+                entity=settings.entity,
+                group=settings.group,
+                name=settings.name,
+                notes=settings.notes,
+                tags=tags,
+                job_type=job_type,
+                mode=mode,
+                config=asdict(cfg),
+            )
+        except wandb.errors.Error as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(
+                f"W&B could not start the run in {mode} mode ({first}): check WANDB_API_KEY, "
+                "WANDB_ENTITY and the network, or use --mode offline and `wandb sync` later."
+            ) from None
         self.mode = mode
         self.run_id = self.run.id
         if not settings.name:

@@ -61,24 +61,29 @@ def tiny_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(tmp_path, monkeypatch):
-    """Each test in its own working folder, W&B offline-capable and unable to reach the network."""
+def isolate(monkeypatch: pytest.MonkeyPatch, base: Path) -> Path:
+    """Own working folder, HOME and caches under ``base``; no W&B key; no dataset downloads."""
     for var in list(os.environ):
         if var.startswith(("WANDB_", "CNN_TRACKER_")):
             monkeypatch.delenv(var, raising=False)
-    work = tmp_path / "work"
-    work.mkdir()
+    work = base / "work"
+    work.mkdir(parents=True, exist_ok=True)
     monkeypatch.chdir(work)
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.setenv("HOME", str(base / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "cache"))
+    monkeypatch.setenv("NETRC", str(base / "no-netrc"))
     monkeypatch.setenv("WANDB_DIR", str(work))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
-    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(base / "wandb-config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(base / "wandb-cache"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(base / "wandb-data"))
     monkeypatch.setenv("CNN_TRACKER_DOWNLOAD", "0")
     return work
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch) -> Path:
+    """Each test in its own working folder, W&B offline-capable and unable to reach the network."""
+    return isolate(monkeypatch, tmp_path)
 
 
 @pytest.fixture

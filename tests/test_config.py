@@ -44,11 +44,28 @@ def test_unknown_key_suggests_closest_and_lists_valid():
         make_config({"learning_rat": 0.1}, source="sweep")
     msg = exc.value.message
     assert "learning_rat" in msg and "sweep" in msg
-    assert "Did you mean" not in msg or "'lr'" in msg
+    assert "Did you mean 'lr'?" in msg
     for key in KEYS:
         assert key in msg
     with pytest.raises(ConfigError, match="Did you mean 'batch_size'"):
         make_config({"batchsize": 32})
+    with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
+        make_config({"num_epoch": 3})
+    with pytest.raises(ConfigError, match="Did you mean 'weight_decay'"):
+        make_config({"weight_decy": 0.1})
+
+
+def test_wandb_bookkeeping_keys_in_config_files_are_skipped(tmp_path):
+    f = tmp_path / "config.yaml"
+    f.write_text("wandb_version: 1\n_wandb:\n  value: {cli_version: 0.31.0}\nlr:\n  value: 0.01\n")
+    assert config_from_sources(f, {}).lr == 0.01
+
+
+def test_binary_config_file_is_a_clear_error(tmp_path):
+    f = tmp_path / "best.pt"
+    f.write_bytes(b"\x80\x02\xff\xfe binary")
+    with pytest.raises(ConfigError, match="is not a text file"):
+        config_from_sources(f, {})
 
 
 @pytest.mark.parametrize(
@@ -58,6 +75,7 @@ def test_unknown_key_suggests_closest_and_lists_valid():
         ("lr", -1e-3, "must be a number > 0"),
         ("lr", "fast", "expected a number"),
         ("batch_size", 0, "from 1 to 65536"),
+        ("hidden_units", 100_000, "from 1 to 4096"),
         ("batch_size", 3.5, "expected an integer"),
         ("batch_size", True, "expected an integer"),
         ("epochs", 0, "from 1 to 10000"),

@@ -15,7 +15,9 @@ from PIL import Image
 
 from cnn_tracker.cli import cli
 
-from .conftest import TINY_ARGS
+from cnn_tracker.reports import TestReport
+
+from .conftest import TINY_ARGS, isolate
 
 
 def wandb_exe() -> str:
@@ -45,10 +47,8 @@ def run_train(tiny_root, *extra) -> tuple[object, dict]:
 @pytest.fixture(scope="module")
 def offline_run(tmp_path_factory, tiny_root):
     """One offline run shared by the read-back tests (a real .wandb file)."""
-    mp = pytest.MonkeyPatch()
-    work = tmp_path_factory.mktemp("offline-run")
-    mp.chdir(work)
-    mp.setenv("WANDB_DIR", str(work))
+    mp = pytest.MonkeyPatch()  # module scope runs before the per-test isolation: isolate here too
+    work = isolate(mp, tmp_path_factory.mktemp("offline-run"))
     try:
         result, summary = run_train(tiny_root, "--mode", "offline", "--dataset", "fashion-mnist",
                                     "--tags", "e2e", "--group", "g1", "--log_every", "5")
@@ -81,7 +81,25 @@ def test_offline_run_summary_config_and_metrics(offline_run):
                 "test/confusion_matrix_table", "plots/confusion_matrix", "plots/curves"):
         assert key in summ, key
     assert summ["test/per_class"]["nrows"] == 10
-    assert 1 <= summ["test/misclassified"]["nrows"] <= 8 or summary["test/accuracy"] == 1.0
+    files = run_dir / "files"
+    wrong = json.loads((files / summ["test/misclassified"]["path"]).read_text())
+    assert wrong["columns"] == ["image", "index", "true", "predicted", "confidence", "top3"]
+    n_wrong = sum(r["errors"] for r in summary["per_class"])
+    assert len(wrong["data"]) == min(8, n_wrong)
+    for row in wrong["data"]:
+        assert row[2] != row[3]  # true != predicted
+        assert row[5].startswith(row[3])  # top-3 starts with the prediction
+    # the images travel in the table's run_table artifact: one PNG per row, plus the table
+    tables = [r["artifact"] for r in leet_records(run_dir)
+              if r.get("type") == "artifact" and "misclassified" in r["artifact"]["name"]]
+    paths = [c["path"] for c in tables[-1]["manifest"]["contents"]]
+    assert sum(p.endswith(".png") for p in paths) == len(wrong["data"])
+    cm_table = json.loads((files / summ["test/confusion_matrix_table"]["path"]).read_text())
+    assert cm_table["columns"] == ["Actual", "Predicted", "nPredictions"]
+    cm = summary["confusion_matrix"]  # [true][predicted]
+    names = [r["class"] for r in summary["per_class"]]
+    for actual, predicted, count in cm_table["data"]:
+        assert cm[names.index(actual)][names.index(predicted)] == count
 
 
 def test_offline_run_history_has_every_epoch(offline_run):
@@ -110,7 +128,11 @@ def test_offline_run_model_artifact_with_aliases(offline_run):
     assert set(models[-1]["aliases"]) == {"best", "latest"}
     meta = json.loads(models[-1]["metadata"])
     assert meta["val/accuracy"] == pytest.approx(summary["best/val_accuracy"])
-    assert len(models) <= 2  # uploaded only on improvement, 2 epochs
+    best_so_far, improvements = -1.0, 0
+    for h in summary["history"]:
+        if h["val/accuracy"] > best_so_far:
+            best_so_far, improvements = h["val/accuracy"], improvements + 1
+    assert len(models) == improvements  # uploaded once per improvement, never otherwise
 
 
 def test_local_outputs(offline_run):
@@ -218,6 +240,9 @@ def test_sweep_typo_fails_instead_of_training_on_defaults(tiny_root, isolated_en
 def test_bad_input_writes_nothing(tiny_root, isolated_env):
     result = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_root), "--epochs", "0"])
     assert result.exit_code == 2 and "'epochs'" in result.output
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_root), "--val_size", "400",
+                                      "--mode", "offline"])
+    assert result.exit_code == 2 and "smaller than the mnist training set (400 images)" in result.output
     result = CliRunner().invoke(cli, ["train", "--data-dir", str(isolated_env / "nodata"),
                                       "--mode", "offline"])
     assert result.exit_code == 2 and "CNN_TRACKER_DATA_MIRROR" in result.output

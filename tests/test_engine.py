@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -7,6 +8,7 @@ from cnn_tracker.checkpoint import load_checkpoint, model_from_checkpoint
 from cnn_tracker.config import make_config
 from cnn_tracker.data import load_data
 from cnn_tracker.engine import evaluate, train
+from cnn_tracker.reports import TestReport
 from cnn_tracker.tracker import Tracker
 
 
@@ -68,9 +70,27 @@ def test_same_seed_same_result_deterministic(tiny_root, tmp_path):
 
 
 @pytest.mark.parametrize("optimizer, scheduler", [("sgd", "cosine"), ("adam", "none"), ("adamw", "onecycle")])
-def test_optimizers_and_schedulers_run(tiny_root, tmp_path, optimizer, scheduler):
-    cfg = make_config({"model": "mlp", "epochs": 1, "batch_size": 64, "val_size": 50,
+def test_optimizers_and_schedulers_shape_the_lr(tiny_root, tmp_path, optimizer, scheduler):
+    cfg = make_config({"model": "mlp", "epochs": 4, "batch_size": 64, "val_size": 50, "lr": 0.01,
                        "optimizer": optimizer, "scheduler": scheduler, "label_smoothing": 0.1})
     data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
     result = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path)
-    assert 0 <= result.test.accuracy <= 1 and result.history[0]["lr"] >= 0
+    lrs = [h["lr"] for h in result.history]  # lr after each epoch's last step
+    if scheduler == "none":
+        assert lrs == [0.01] * 4
+    elif scheduler == "cosine":
+        assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0, abs=1e-9)
+    else:  # onecycle: warm up to the peak in the first quarter, then anneal far below it
+        assert max(lrs) <= 0.01 + 1e-12 and lrs[-1] < 1e-4 < lrs[0]
+
+
+def test_confusion_orientation_rows_true_columns_predicted():
+    probs = np.eye(3, dtype=np.float32)[[1, 1, 2, 0]]  # predictions 1, 1, 2, 0
+    report = TestReport(["a", "b", "c"], np.array([0, 1, 2, 2]), probs,
+                        np.zeros((4, 28, 28), np.uint8), 0.0, 0.5)
+    cm = report.confusion()
+    assert cm[0, 1] == 1 and cm[2, 0] == 1 and cm[1, 0] == 0 and cm[0, 2] == 0
+    pairs = report.confused_pairs()
+    assert {(p["true"], p["predicted"]) for p in pairs} == {("a", "b"), ("c", "a")}
+    rows = {r["class"]: r for r in report.per_class()}
+    assert rows["c"]["errors"] == 1 and rows["c"]["accuracy"] == 0.5 and rows["b"]["accuracy"] == 1
