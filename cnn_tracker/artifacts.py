@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from . import env
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, UserError, first_line
 
 # [entity/][project/]name:alias-or-version, e.g. me/cnn-tracker/model-1a2b3c4d:best
 ARTIFACT_REF = re.compile(r"^(?:[\w.-]+/){0,2}[\w.-]+:[\w.-]+$")
@@ -36,8 +36,7 @@ def resolve_checkpoint(ref: str, download_root: Path | None = None) -> Path:
         artifact = wandb.Api().artifact(ref, type="model")
         folder = Path(artifact.download(root=str(root / ref.replace("/", "_").replace(":", "_"))))
     except (wandb.errors.Error, ValueError, OSError) as exc:  # OSError covers requests' errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"cannot fetch the W&B artifact '{ref}' ({first}): check the name, "
+        raise UserError(f"cannot fetch the W&B artifact '{ref}' ({first_line(exc)}): check the name, "
                         "alias, your access to the project and the network.") from None
     candidates = sorted(folder.glob("*.pt"))
     preferred = [p for p in candidates if p.name == "best.pt"] or candidates

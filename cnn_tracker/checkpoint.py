@@ -20,7 +20,7 @@ from torch import nn
 
 from .config import TrainConfig, make_config
 from .data import DatasetSpec, get_spec
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, UserError, first_line
 from .models import build_model
 
 FORMAT = "cnn-tracker-checkpoint/1"
@@ -89,18 +89,18 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"checkpoint '{p}' contains pickled code or objects, which are refused for safety "
                 "(loaded with weights_only=True). Only load files from sources you trust, and "
                 "re-save them as a cnn-tracker checkpoint."
             ) from None
-        raise CheckpointError(f"checkpoint '{p}' is corrupted or not a PyTorch file ({first}).") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint '{p}' is corrupted, truncated or not a PyTorch file ({first}): "
+            f"checkpoint '{p}' is corrupted or not a PyTorch file ({first_line(exc)})."
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"checkpoint '{p}' is corrupted, truncated or not a PyTorch file ({first_line(exc)}): "
             "use another copy (e.g. re-download the W&B artifact)."
         ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -126,9 +126,8 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike[str] = "
     try:
         model.load_state_dict(ckpt["state_dict"], strict=True)
     except RuntimeError as exc:
-        detail = str(exc).strip().splitlines()[0]
         raise CheckpointError(
-            f"checkpoint '{path}' weights do not fit its model {ckpt['model']!r} ({detail}): "
+            f"checkpoint '{path}' weights do not fit its model {ckpt['model']!r} ({first_line(exc)}): "
             "the file was edited or belongs to another architecture."
         ) from None
     return model.eval()

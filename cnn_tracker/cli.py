@@ -127,6 +127,8 @@ train = TrainCommand(
         click.Option(["--output-dir", "output_dir"], type=click.Path(file_okay=False, path_type=Path),
                      help="Folder for checkpoints, plots and summary.json [default: outputs/<run name>]."),
         click.Option(["--quiet", "-q"], is_flag=True, help="Print nothing but errors."),
+        # `cnn-tracker train ... --debug` works too; main() reads it from argv.
+        click.Option(["--debug"], is_flag=True, hidden=True, expose_value=False),
         *_hyperparameter_options(),
     ],
 )

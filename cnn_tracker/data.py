@@ -22,7 +22,7 @@ from typing import Iterator
 import torch
 
 from . import env
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, first_line
 
 IMAGE_SHAPE = (1, 28, 28)
 MAX_SHIFT = 2  # px, random translation range of `augment` in each direction
@@ -182,8 +182,8 @@ def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
                             f"--data-dir or {env.DATA_DIR_VAR}.") from None
         raise _missing_data_error(spec, root, "downloading it failed (no network?)", bad_mirror) from None
     except RuntimeError as exc:
-        first = (str(exc).strip().splitlines() or ["unknown error"])[0]
-        raise _missing_data_error(spec, root, f"downloading it failed ({first})", bad_mirror) from None
+        raise _missing_data_error(
+            spec, root, f"downloading it failed ({first_line(exc)})", bad_mirror) from None
     finally:
         socket.setdefaulttimeout(previous_timeout)
 
@@ -198,7 +198,7 @@ def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor
     except (RuntimeError, ValueError, AssertionError, OSError) as exc:
         raise DataError(
             f"the {spec.name} files under {raw_folder(spec, root)} cannot be read "
-            f"({(str(exc).strip().splitlines() or [type(exc).__name__])[0]}): "
+            f"({first_line(exc)}): "
             f"delete that folder and run `cnn-tracker data prepare --dataset {spec.name}`."
         ) from None
     if images.dim() != 3 or tuple(images.shape[1:]) != IMAGE_SHAPE[1:] or len(images) != len(labels):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .config import RunSettings, TrainConfig
-from .errors import UserError
+from .errors import UserError, first_line
 from .reports import TestReport, format_top3
 
 # Prefixes of per-epoch keys; all are plotted against `epoch` on the dashboard.
@@ -80,9 +80,8 @@ class WandbTracker(Tracker):
                 config=asdict(cfg),
             )
         except wandb.errors.Error as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise UserError(
-                f"W&B could not start the run in {mode} mode ({first}): check WANDB_API_KEY, "
+                f"W&B could not start the run in {mode} mode ({first_line(exc)}): check WANDB_API_KEY, "
                 "WANDB_ENTITY and the network, or use --mode offline and `wandb sync` later."
             ) from None
         self.mode = mode
