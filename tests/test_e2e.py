@@ -267,3 +267,21 @@ def test_console_script_runs_as_a_subprocess(tiny_root, isolated_env):
     assert proc.returncode == 2
     assert proc.stderr.startswith("Error: unknown config key 'learning_rat'")
     assert "Traceback" not in proc.stderr
+
+
+def test_checkpoint_of_another_architecture_is_refused(offline_run, tmp_path):
+    work, _, _ = offline_run
+    ckpt = torch.load(work / "out" / "checkpoints" / "best.pt", weights_only=True)
+    ckpt["model"] = "tinyvgg"  # lenet weights under another architecture's name
+    torch.save(ckpt, tmp_path / "wrong.pt")
+    result = CliRunner().invoke(cli, ["evaluate", str(tmp_path / "wrong.pt")])
+    assert result.exit_code == 2 and "do not fit its model 'tinyvgg'" in result.output
+
+
+def test_unwritable_output_folder_is_refused_before_anything_is_written(tiny_root, isolated_env):
+    blocker = isolated_env / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_root), *TINY_ARGS,
+                                      "--mode", "offline", "--output-dir", str(blocker / "out")])
+    assert result.exit_code == 2 and "is not writable" in result.output
+    assert sorted(p.name for p in isolated_env.iterdir()) == ["a-file"]
