@@ -163,3 +163,12 @@ def test_every_key_is_a_cli_option(monkeypatch):
     result, seen = _cli_config(monkeypatch, args)
     assert result.exit_code == 0, result.output
     assert seen["cfg"] == TrainConfig()
+
+
+def test_shipped_config_files_validate():
+    from pathlib import Path
+
+    files = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert files
+    for f in files:
+        config_from_sources(f, {})
