@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TrainConfig, make_config
-from .data import DatasetSpec, get_spec
+from .config import TrainConfig
+from .data import DatasetSpec
 from .errors import CheckpointError, UserError, first_line
 from .models import build_model
 
@@ -131,11 +131,3 @@ def model_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike[str] = "
             "the file was edited or belongs to another architecture."
         ) from None
     return model.eval()
-
-
-def config_from_checkpoint(ckpt: dict[str, Any]) -> TrainConfig:
-    return make_config(ckpt["config"], source="checkpoint")
-
-
-def spec_from_checkpoint(ckpt: dict[str, Any]) -> DatasetSpec:
-    return get_spec(ckpt["dataset"])

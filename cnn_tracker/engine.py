@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -62,7 +62,6 @@ class TrainResult:
     last_path: Path
     train_seconds: float  # epochs only (no data loading, no test evaluation)
     device: str
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def resolve_device(name: str) -> torch.device:

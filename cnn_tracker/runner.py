@@ -100,8 +100,13 @@ def _train_tracked(
     echo: Callable[[str], None],
 ) -> dict[str, Any]:
     # wandb.config wins: under a sweep it holds the agent's values. Validate it like any input.
-    cfg = _with_model_defaults(make_config(tracker.config(), source="wandb.config"))
-    tracker.update_config({"hidden_units": cfg.hidden_units, "dropout": cfg.dropout})
+    raw = make_config(tracker.config(), source="wandb.config")
+    cfg = _with_model_defaults(raw)
+    # Show the model's real width/dropout on the dashboard; only keys left at null (a sweep's
+    # own values are locked and already concrete).
+    resolved = {k: getattr(cfg, k) for k in ("hidden_units", "dropout") if getattr(raw, k) is None}
+    if resolved:
+        tracker.update_config(resolved)
     device = resolve_device(cfg.device)
     load_start = time.perf_counter()
     data = load_data(cfg.dataset, data_dir, val_size=cfg.val_size, seed=cfg.seed, device=device)
