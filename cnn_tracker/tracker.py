@@ -86,11 +86,12 @@ class WandbTracker(Tracker):
             ) from None
         self.mode = mode
         self.run_id = self.run.id
+        # Name and tags from the final config: a sweep may have changed model or dataset.
+        model = self.run.config.get("model", cfg.model)
+        dataset = self.run.config.get("dataset", cfg.dataset)
+        self.run.tags = tuple(dict.fromkeys([str(dataset), str(model), *settings.tags]))
         if not settings.name:
-            # Default name <model>-<dataset>-<id>; read after init so sweep values count.
-            model = self.run.config.get("model", cfg.model)
-            dataset = self.run.config.get("dataset", cfg.dataset)
-            self.run.name = f"{model}-{dataset}-{self.run.id}"
+            self.run.name = f"{model}-{dataset}-{self.run.id}"  # <model>-<dataset>-<run id>
         self.run_name = self.run.name
         self.files_dir = Path(self.run.dir)
         self.sync_dir = self.files_dir.parent if mode == "offline" else None

@@ -211,7 +211,7 @@ def run_cli_subprocess(args, extra_env=None):
 def test_sweep_values_in_wandb_config_win(tiny_root, isolated_env):
     """A W&B agent hands the sweep's values to wandb.init; they must beat CLI and file values."""
     params = isolated_env / "sweep-params.yaml"
-    params.write_text("epochs:\n  value: 1\nbatch_size:\n  value: 16\n")
+    params.write_text("epochs:\n  value: 1\nbatch_size:\n  value: 16\nmodel:\n  value: mlp\n")
     proc = run_cli_subprocess(
         ["train", "--data-dir", str(tiny_root), "--output-dir", "out", *TINY_ARGS, "--mode", "offline"],
         {"WANDB_SWEEP_ID": "testsweep", "WANDB_SWEEP_PARAM_PATH": str(params)},
@@ -220,7 +220,11 @@ def test_sweep_values_in_wandb_config_win(tiny_root, isolated_env):
     summary = json.loads(Path("out/summary.json").read_text())  # TINY_ARGS say epochs 2, batch 32
     assert summary["config"]["epochs"] == 1 and summary["config"]["batch_size"] == 16
     assert len(summary["history"]) == 1
-    assert leet_summary(Path(summary["wandb_dir"]))["config"]["batch_size"] == 16
+    s = leet_summary(Path(summary["wandb_dir"]))
+    assert s["config"]["batch_size"] == 16 and s["config"]["model"] == "mlp"
+    assert s["config"]["hidden_units"] == 10  # mlp's own default, not lenet's
+    assert "mlp" in s["tags"] and "lenet" not in s["tags"]  # tags follow the sweep's model
+    assert summary["run_name"].startswith("mlp-mnist-")
 
 
 def test_sweep_typo_fails_instead_of_training_on_defaults(tiny_root, isolated_env):
