@@ -188,6 +188,17 @@ def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
         socket.setdefaulttimeout(previous_timeout)
 
 
+# What torchvision raises on truncated or malformed extracted IDX files.
+_READ_ERRORS = (RuntimeError, ValueError, AssertionError, OSError)
+
+
+def _unreadable_error(spec: DatasetSpec, root: Path, exc: BaseException) -> DataError:
+    return DataError(
+        f"the {spec.name} files under {raw_folder(spec, root)} cannot be read ({first_line(exc)}): "
+        f"delete that folder and run `cnn-tracker data prepare --dataset {spec.name}`."
+    )
+
+
 def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images ``[N, 1, 28, 28]``, int64 labels ``[N]``) of one split, on the CPU."""
     prepare(spec, root)
@@ -195,12 +206,8 @@ def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor
         with contextlib.redirect_stdout(sys.stderr):
             ds = _tv_class(spec)(str(root), train=train, download=False)
         images, labels = ds.data, ds.targets
-    except (RuntimeError, ValueError, AssertionError, OSError) as exc:
-        raise DataError(
-            f"the {spec.name} files under {raw_folder(spec, root)} cannot be read "
-            f"({first_line(exc)}): "
-            f"delete that folder and run `cnn-tracker data prepare --dataset {spec.name}`."
-        ) from None
+    except _READ_ERRORS as exc:
+        raise _unreadable_error(spec, root, exc) from None
     if images.dim() != 3 or tuple(images.shape[1:]) != IMAGE_SHAPE[1:] or len(images) != len(labels):
         raise DataError(
             f"the {spec.name} files under {raw_folder(spec, root)} have an unexpected shape "
@@ -254,11 +261,8 @@ def train_size(spec: DatasetSpec, root: Path) -> int:
     prepare(spec, root)
     try:
         return len(read_label_file(str(raw_folder(spec, root) / "train-labels-idx1-ubyte")))
-    except (RuntimeError, ValueError, AssertionError, OSError) as exc:
-        raise DataError(
-            f"the {spec.name} label file under {raw_folder(spec, root)} cannot be read ({exc}): "
-            f"delete that folder and run `cnn-tracker data prepare --dataset {spec.name}`."
-        ) from None
+    except _READ_ERRORS as exc:
+        raise _unreadable_error(spec, root, exc) from None
 
 
 def check_val_size(spec: DatasetSpec, n_train: int, val_size: int) -> None:

@@ -66,7 +66,6 @@ class WandbTracker(Tracker):
         import wandb
 
         self._wandb = wandb
-        tags = list(dict.fromkeys([cfg.dataset, cfg.model, *settings.tags]))
         try:
             self.run = wandb.init(
                 project=settings.project,
@@ -74,7 +73,6 @@ class WandbTracker(Tracker):
                 group=settings.group,
                 name=settings.name,
                 notes=settings.notes,
-                tags=tags,
                 job_type=job_type,
                 mode=mode,
                 config=asdict(cfg),
