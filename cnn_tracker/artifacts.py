@@ -24,6 +24,12 @@ def resolve_checkpoint(ref: str, download_root: Path | None = None) -> Path:
     """A local checkpoint path for ``ref``: the file itself, or the downloaded artifact's file."""
     if not is_artifact_ref(ref):
         return Path(ref)
+    root = download_root or env.default_cache_dir() / "artifacts"
+    return download_artifact(ref, root / ref.replace("/", "_").replace(":", "_"))
+
+
+def download_artifact(ref: str, folder: Path) -> Path:
+    """Download the model artifact ``ref`` into ``folder``; return its checkpoint file."""
     if not env.has_api_key():
         raise UserError(
             f"'{ref}' looks like a W&B artifact reference, but no W&B API key is configured: "
@@ -31,10 +37,9 @@ def resolve_checkpoint(ref: str, download_root: Path | None = None) -> Path:
         )
     import wandb
 
-    root = download_root or env.default_cache_dir() / "artifacts"
     try:
         artifact = wandb.Api().artifact(ref, type="model")
-        folder = Path(artifact.download(root=str(root / ref.replace("/", "_").replace(":", "_"))))
+        folder = Path(artifact.download(root=str(folder)))
     except (wandb.errors.Error, ValueError, OSError) as exc:  # OSError covers requests' errors
         raise UserError(f"cannot fetch the W&B artifact '{ref}' ({first_line(exc)}): check the name, "
                         "alias, your access to the project and the network.") from None

@@ -8,6 +8,7 @@ pass with ``${args}``); dashes and underscores are both accepted, and booleans t
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -18,6 +19,7 @@ import click
 from . import __version__, env
 from .config import KEYS, TrainConfig, RunSettings, WANDB_MODES, config_from_sources, unknown_key_error
 from .errors import UserError, closest
+from .store import DEFAULT_STORE, STORE_VAR
 
 _HELP = {  # one line per key for --help; units and ranges live in config.py comments too
     "dataset": "mnist or fashion-mnist",
@@ -88,11 +90,33 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _extra_values(extra: tuple[str, ...]) -> dict[str, Any]:
+    """Positional ``key=value`` pairs (W&B's ``${args_no_hyphens}``) and JSON objects (``${args_json}``)."""
+    values: dict[str, Any] = {}
+    for token in extra:
+        if token.lstrip().startswith("{"):
+            try:
+                obj = json.loads(token)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"argument {token!r} is not a valid JSON object ({exc.msg}): pass "
+                                "hyperparameters as '{\"lr\": 0.01}', key=value or --key value.") from None
+            if not isinstance(obj, dict):
+                raise UserError(f"argument {token!r} must be a JSON object of hyperparameters.")
+            values.update(obj)
+        elif "=" in token and not token.startswith("-"):
+            key, value = token.split("=", 1)
+            values[key.strip().replace("-", "_")] = value
+        else:
+            raise UserError(f"unexpected argument {token!r}: `cnn-tracker train` takes --key value "
+                            "options, key=value pairs or a JSON object. See `cnn-tracker train --help`.")
+    return values
+
+
 def _train(config_file, project, entity, group, name, tags, notes, mode, data_dir, output_dir,
-           quiet, **hyper):
+           store, quiet, extra, **hyper):
     from .runner import run_training
 
-    cli_values = {k: v for k, v in hyper.items() if v is not None}
+    cli_values = {**_extra_values(extra), **{k: v for k, v in hyper.items() if v is not None}}
     cfg = config_from_sources(config_file, cli_values)
     settings = RunSettings(
         project=project or "cnn-tracker",
@@ -100,7 +124,8 @@ def _train(config_file, project, entity, group, name, tags, notes, mode, data_di
         tags=tuple(t.strip() for chunk in tags for t in chunk.split(",") if t.strip()),
         notes=notes, mode=mode,
     )
-    run_training(cfg, settings, data_dir=env.data_dir(data_dir), output_dir=output_dir, quiet=quiet)
+    run_training(cfg, settings, data_dir=env.data_dir(data_dir), output_dir=output_dir,
+                 store_dir=store, quiet=quiet)
 
 
 train = TrainCommand(
@@ -108,8 +133,9 @@ train = TrainCommand(
     callback=_train,
     help=(
         "Train one model with W&B tracking (offline unless an API key is configured).\n\n"
-        "Hyperparameters: defaults < --config FILE.yaml < --key value options < a W&B sweep's "
-        "values in wandb.config. Example:\n\n"
+        "Hyperparameters: defaults < --config FILE.yaml < --key value options (or key=value / a "
+        "JSON object as arguments) < a W&B sweep's values in wandb.config. Every run is also "
+        "recorded in the local run store. Example:\n\n"
         "\b\n  cnn-tracker train --dataset fashion-mnist --model tinyvgg --epochs 10 --lr=0.002"
     ),
     params=[
@@ -126,7 +152,9 @@ train = TrainCommand(
         click.Option(["--data-dir", "data_dir"], help=f"Dataset root [default: {env.DATA_DIR_VAR} or ~/.cache/cnn-tracker/data]."),
         click.Option(["--output-dir", "output_dir"], type=click.Path(file_okay=False, path_type=Path),
                      help="Folder for checkpoints, plots and summary.json [default: outputs/<run name>]."),
+        click.Option(["--store"], help=f"Local run store folder [default: {STORE_VAR} or ./{DEFAULT_STORE}]."),
         click.Option(["--quiet", "-q"], is_flag=True, help="Print nothing but errors."),
+        click.Argument(["extra"], nargs=-1),
         # `cnn-tracker train ... --debug` works too; main() reads it from argv.
         click.Option(["--debug"], is_flag=True, hidden=True, expose_value=False),
         *_hyperparameter_options(),
@@ -241,6 +269,263 @@ def list_models() -> None:
         n = count_parameters(build_model(name, model_args(name)))
         click.echo(f"{name:<11} {n:>9,} params  hidden_units={info.hidden_units:<4} "
                    f"dropout={info.dropout:<4} {info.summary}")
+
+# -- sweeps -----------------------------------------------------------------------------------
+_STORE_OPTION = click.option(
+    "--store", "store_dir", metavar="DIR",
+    help=f"Local run store folder [default: {STORE_VAR} or ./{DEFAULT_STORE}].")
+
+
+def _store(store_dir: str | None):
+    from .store import Store
+
+    return Store(store_dir)
+
+
+def _echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str))
+
+
+def _cloud_or_fail(what: str, store) -> None:
+    if not env.has_api_key():
+        raise UserError(f"{what} is not in the local run store {store.root}, and no W&B API key is "
+                        f"configured to look it up on W&B: check the id, pass --store / set "
+                        f"{STORE_VAR} to the store that holds it, or set WANDB_API_KEY.")
+
+
+@cli.group()
+def sweep() -> None:
+    """W&B sweep configs: validate, create (W&B or the local store), status, list."""
+
+
+@sweep.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def sweep_validate(file: str) -> None:
+    """Check FILE against W&B's sweep schema and our train config keys and values (exit 0 or 2)."""
+    from .sweep import check, load_sweep_file
+
+    config = load_sweep_file(file)
+    for warning in check(config, f"file '{file}'"):
+        click.echo(f"warning: {warning}", err=True)
+    n = len(config.get("parameters") or {})
+    click.echo(f"{file}: valid ({config.get('method')} over {n} parameter(s), "
+               f"metric {(config.get('metric') or {}).get('name', 'none')})")
+
+
+@sweep.command("create")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--offline", is_flag=True, help="Create it in the local store (no W&B server needed).")
+@click.option("--project", help="W&B project [default: the file's project:, WANDB_PROJECT, cnn-tracker].")
+@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity (online only).")
+@_STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
+    """Create a sweep from FILE: on W&B (wandb.sweep) or, with --offline, in the local store.
+
+    Without --offline the W&B mode decides as for train: online with an API key, else offline.
+    Prints the sweep id and the agent command to run next.
+    """
+    import os
+
+    from .sweep import check, load_sweep_file
+
+    config = load_sweep_file(file)
+    for warning in check(config, f"file '{file}'"):
+        click.echo(f"warning: {warning}", err=True)
+    project = project or config.get("project") or os.environ.get("WANDB_PROJECT") or "cnn-tracker"
+    mode = "offline"
+    if not offline:
+        mode, notice = env.resolve_mode(None)
+        if notice:
+            click.echo("W&B: no API key found, creating the sweep in the local store "
+                       "(pass --offline to say so; set WANDB_API_KEY for a W&B sweep).", err=True)
+        if mode == "online" and not env.has_api_key():
+            raise UserError("WANDB_MODE is online but no API key is configured: set WANDB_API_KEY, "
+                            "or pass --offline.")
+        mode = "offline" if mode == "disabled" else mode
+    if mode == "offline":
+        store = _store(store_dir)
+        created = store.create_sweep(config, project)
+        sweep_id, where = created.id, str(store.root)
+        agent_cmd = f"cnn-tracker agent {sweep_id}"
+        if store_dir:
+            agent_cmd += f" --store {store.root}"
+    else:
+        from .cloud import create_sweep, sweep_path
+
+        raw_id = create_sweep(config, project, entity)
+        sweep_id = sweep_path(raw_id, project, entity)
+        where, agent_cmd = "wandb", f"cnn-tracker agent {sweep_id}"
+    if as_json:
+        _echo_json({"sweep_id": sweep_id, "mode": mode, "project": project, "store": where,
+                    "method": config.get("method"), "agent_command": agent_cmd})
+        return
+    click.echo(f"created {mode} sweep {sweep_id} ({config.get('method')}, project {project}"
+               + (f", store {where}" if mode == "offline" else "") + ")")
+    click.echo(f"run agents with:  {agent_cmd}  [--agents N | --gpus 0,1,...] [--count N]")
+
+
+@sweep.command("status")
+@click.argument("sweep_id")
+@_STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sweep_status(sweep_id, store_dir, as_json) -> None:
+    """Runs of SWEEP_ID with state, parameters, metric and epochs done; the best run."""
+    from .board import format_status, sweep_status as local_status
+
+    store = _store(store_dir)
+    if "/" not in sweep_id and store.find_sweep(sweep_id) is not None:
+        status = local_status(store, sweep_id)
+    else:
+        _cloud_or_fail(f"sweep '{sweep_id}'", store)
+        from .cloud import sweep_path, sweep_status as cloud_status
+
+        status = cloud_status(sweep_path(sweep_id, os.environ.get("WANDB_PROJECT"),
+                                         os.environ.get("WANDB_ENTITY")))
+    if as_json:
+        _echo_json(status)
+    else:
+        click.echo(format_status(status))
+
+
+@sweep.command("list")
+@_STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def sweep_list(store_dir, as_json) -> None:
+    """Sweeps in the local run store, with run counts and the best metric."""
+    from .board import format_list, sweep_list as local_list
+
+    store = _store(store_dir)
+    items = local_list(store)
+    if as_json:
+        _echo_json(items)
+    elif not items:
+        click.echo(f"no sweeps in {store.root} yet; create one with "
+                   "`cnn-tracker sweep create sweeps/smoke_random.yaml --offline`")
+    else:
+        click.echo(format_list(items))
+
+
+def _parse_gpus(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        import torch
+
+        n = torch.cuda.device_count()
+        if n == 0:
+            raise UserError("--gpus all: no CUDA GPU is visible here. Use --agents N on CPU.")
+        return [str(i) for i in range(n)]
+    gpus = [g.strip() for g in value.split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise UserError(f"invalid --gpus {value!r}: give distinct GPU indices like 0,1,2 (or 'all').")
+    return gpus
+
+
+@cli.command()
+@click.argument("sweep_id")
+@click.option("--count", type=click.IntRange(min=1), help="Trials per agent [default: until the sweep is done].")
+@click.option("--gpus", help="One agent per listed GPU, e.g. 0,1,2,3 (or 'all'); each sees only its GPU.")
+@click.option("--agents", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Agents on this machine when no --gpus (CPU threads are split between them).")
+@click.option("--max-failures", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Stop an agent after this many failed trials in a row.")
+@click.option("--stagger", type=click.FloatRange(min=0), help="Seconds between agent starts "
+              "[default: 1 for local sweeps, 5 for W&B].")
+@click.option("--project", envvar="WANDB_PROJECT", help="W&B project of a W&B sweep id.")
+@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity of a W&B sweep id.")
+@_STORE_OPTION
+@click.option("--name", default="agent", hidden=True)
+@click.option("--quiet-trials", is_flag=True, help="Do not echo the trials' output (it is always "
+              "in the store's sweep folder).")
+def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity, store_dir, name,
+          quiet_trials) -> None:
+    """Run trials of SWEEP_ID: a local sweep (offline engine) or a W&B sweep (wandb agent).
+
+    \b
+    cnn-tracker agent abc123xy                 one agent on this machine
+    cnn-tracker agent abc123xy --agents 2      two CPU agents, cores split between them
+    cnn-tracker agent me/proj/abc123xy --gpus 0,1,2,3   one W&B agent per GPU
+
+    Ctrl-C stops all agents and their trials cleanly.
+    """
+    from .agent import (agent_slots, launch, local_agent_command, run_agent,
+                        wandb_agent_command, wandb_agent_env)
+
+    gpu_list = _parse_gpus(gpus)
+    if gpu_list and agents != 1:
+        raise UserError("give either --gpus (one agent per GPU) or --agents N (CPU), not both.")
+    slots = agent_slots(gpu_list, agents)
+    store = _store(store_dir)
+    local = store.find_sweep(sweep_id) if "/" not in sweep_id else None
+    if local is not None:
+        if len(slots) == 1:
+            os.environ.update(slots[0])
+            sys.exit(run_agent(store, sweep_id, count=count, max_failures=max_failures, name=name,
+                               echo=click.echo, stream=not quiet_trials))
+        commands = [local_agent_command(sweep_id, store=store, count=count,
+                                        max_failures=max_failures, name=f"agent-{i}")
+                    for i in range(len(slots))]
+        sys.exit(launch(commands, slots, stagger=1.0 if stagger is None else stagger, echo=click.echo))
+    _cloud_or_fail(f"sweep '{sweep_id}'", store)
+    from .cloud import sweep_path
+
+    path = sweep_path(sweep_id, project, entity)
+    command = wandb_agent_command(path, count=count, max_failures=max_failures)
+    click.echo(f"W&B sweep {path}: starting {len(slots)} `wandb agent` process(es)")
+    sys.exit(launch([command] * len(slots), [{**wandb_agent_env(), **slot} for slot in slots],
+                    stagger=5.0 if stagger is None else stagger, echo=click.echo))
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--metric", help="Rank by this metric [default: the sweep's, else val/accuracy].")
+@click.option("--goal", type=click.Choice(["maximize", "minimize"]),
+              help="[default: the sweep's; for other metrics minimize losses, maximize the rest]")
+@click.option("--download", type=click.Path(file_okay=False, path_type=Path),
+              help="Put the best checkpoint in this folder as best.pt.")
+@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity for a W&B project or sweep.")
+@_STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
+    """The best run of a sweep or project, its config, metrics and best checkpoint.
+
+    TARGET is a local sweep id or project name (from the local run store), or a W&B sweep
+    (entity/project/sweep_id) or project ([entity/]project). For W&B it pulls the run's
+    model-<run>:best artifact, the best-by-validation checkpoint. The file works directly with
+    `cnn-tracker evaluate` and `cnn-tracker predict`.
+    """
+    from .board import best_local, copy_checkpoint
+
+    store = _store(store_dir)
+    found = best_local(store, target, metric, goal) if "/" not in target else None
+    if found is not None:
+        if download:
+            found["downloaded"] = str(copy_checkpoint(found["checkpoint"], download))
+    else:
+        _cloud_or_fail(f"'{target}' (neither a sweep nor a project with runs)", store)
+        from .cloud import best_run, download_checkpoint
+
+        found = best_run(target, metric, goal, entity)
+        if download:
+            found["downloaded"] = str(download_checkpoint(found["checkpoint"], download))
+    if as_json:
+        _echo_json(found)
+        return
+    m = found["metric"]
+    value = f"{m['value']:.4f}" if isinstance(m["value"], float) else m["value"]
+    click.echo(f"best run of {target}: {found['run_id']} ({found.get('run_name')}, {found['state']}), "
+               f"{m['name']} {value} ({m['goal']})")
+    test = found["metrics"].get("test/accuracy")
+    if test is not None:
+        click.echo(f"test accuracy {test:.4%}")
+    click.echo("config:")
+    for key, val in found["config"].items():
+        click.echo(f"  {key}: {val}")
+    ckpt = found.get("downloaded") or found["checkpoint"]
+    click.echo(f"checkpoint: {ckpt}")
+    if found.get("downloaded") or found["source"] == "local":
+        click.echo(f"next: cnn-tracker evaluate {ckpt}")
 
 
 def main() -> None:

@@ -25,6 +25,14 @@ SCHEDULERS = ("none", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 WANDB_MODES = ("online", "offline", "disabled")
 
+# What a training run logs: once per epoch (history; the x-axis is `epoch`) and once at the end
+# (summary). Sweep configs may only name these as their metric.
+EPOCH_METRICS = ("val/accuracy", "val/loss", "train/loss", "train/accuracy", "lr",
+                 "perf/epoch_seconds", "perf/images_per_second")
+SUMMARY_METRICS = ("test/accuracy", "test/loss", "best/val_accuracy", "best/val_loss",
+                   "best/epoch", "model/n_params", "perf/train_seconds", "perf/seconds_per_epoch",
+                   "perf/data_seconds")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

@@ -62,6 +62,7 @@ class TrainResult:
     last_path: Path
     train_seconds: float  # epochs only (no data loading, no test evaluation)
     device: str
+    stopped_early: str = ""  # why training ended before cfg.epochs (early termination), if it did
 
 
 def resolve_device(name: str) -> torch.device:
@@ -160,8 +161,14 @@ def train(
     checkpoint_dir: Path,
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
+    should_stop: Callable[[int, dict[str, float]], str] | None = None,
 ) -> TrainResult:
-    """Train ``cfg.model`` on ``data``; select by val accuracy; evaluate test once on the best."""
+    """Train ``cfg.model`` on ``data``; select by val accuracy; evaluate test once on the best.
+
+    ``should_stop(epoch, metrics)`` is asked after every epoch (once its metrics and checkpoints
+    are recorded); a non-empty answer ends training there (a sweep's early termination), and the
+    best checkpoint so far is still evaluated on the test set.
+    """
     device = data.train.images.device
     set_determinism(cfg)
     margs = model_args(cfg.model, cfg.hidden_units, cfg.dropout, cfg.batch_norm,
@@ -180,6 +187,7 @@ def train(
     best_epoch = 0
     train_seconds = 0.0
     global_step = 0
+    stopped_early = ""
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         bar = _progress(steps_per_epoch, epoch, cfg.epochs, progress)
@@ -234,6 +242,11 @@ def train(
             f"  val loss {val.loss:.4f} acc {val.accuracy:.4f}  {epoch_time:.1f}s"
             f"  {metrics['perf/images_per_second']:.0f} img/s{'  *best' if improved else ''}"
         )
+        if should_stop is not None and epoch < cfg.epochs:
+            stopped_early = should_stop(epoch, metrics)
+            if stopped_early:
+                log(f"stopped after epoch {epoch}/{cfg.epochs}: {stopped_early}")
+                break
 
     best_state = ckpt_io.load_checkpoint(best_path)
     model.load_state_dict(best_state["state_dict"])
@@ -242,5 +255,5 @@ def train(
     return TrainResult(
         model=model, model_name=cfg.model, model_args=margs, n_params=n_params, history=history,
         best_epoch=best_epoch, best=best, test=test, best_path=best_path, last_path=last_path,
-        train_seconds=train_seconds, device=str(device),
+        train_seconds=train_seconds, device=str(device), stopped_early=stopped_early,
     )

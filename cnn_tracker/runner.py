@@ -26,7 +26,45 @@ from .engine import resolve_device, train
 from .errors import UserError
 from .models import model_args
 from .reports import TestReport, text_tables, write_plots
+from .store import Heartbeat, Store
 from .tracker import Tracker, make_tracker
+
+# Set by the offline sweep agent for its trials (the W&B run id comes in WANDB_RUN_ID).
+SWEEP_ID_VAR = "CNN_TRACKER_SWEEP_ID"
+
+
+class Recorder:
+    """Passes the engine's events to the tracker and records them in the local run store.
+
+    It also answers the engine's "stop now?" after each epoch: for a trial of a local sweep with
+    ``early_terminate``, by running W&B's hyperband over every run of the sweep (``sweeps``).
+    """
+
+    def __init__(self, tracker: Tracker, store: Store, run_id: str, sweep_id: str | None):
+        self.tracker, self.store, self.run_id = tracker, store, run_id
+        self.sweep = store.find_sweep(sweep_id) if sweep_id else None
+
+    def log_metrics(self, metrics: dict[str, float], epoch: int) -> None:
+        self.tracker.log_metrics(metrics, epoch)
+        self.store.record_epoch(self.run_id, epoch, metrics)
+
+    def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        self.store.set_checkpoint(self.run_id, str(Path(path).absolute()))
+        self.tracker.log_checkpoint(path, metadata)
+
+    def log_batch(self, metrics: dict[str, float]) -> None:
+        self.tracker.log_batch(metrics)
+
+    def should_stop(self, epoch: int, metrics: dict[str, float]) -> str:
+        me = self.store.run(self.run_id)
+        if me is not None and me.should_stop:
+            return "stop requested through the run store"
+        if self.sweep is None or "early_terminate" not in self.sweep.config:
+            return ""
+        from .sweep import should_stop
+
+        stop, why = should_stop(self.sweep, self.store.runs(sweep_id=self.sweep.id), self.run_id)
+        return f"early_terminate ({self.sweep.config['early_terminate'].get('type')}): {why}" if stop else ""
 
 
 def write_json(obj: Any, path: Path) -> Path:
@@ -60,10 +98,14 @@ def run_training(
     *,
     data_dir: Path,
     output_dir: Path | None,
+    store_dir: str | os.PathLike[str] | None = None,
     quiet: bool = False,
     echo: Callable[[str], None] = click.echo,
 ) -> dict[str, Any]:
-    """Train with tracking; return the summary (also written to ``summary.json``)."""
+    """Train with tracking; return the summary (also written to ``summary.json``).
+
+    The run is recorded in the local run store (``store_dir``; see cnn_tracker.store) as well.
+    """
     mode, notice = env.resolve_mode(settings.mode)
     if mode == "online" and not env.has_api_key():
         raise UserError(
@@ -76,15 +118,29 @@ def run_training(
     check_val_size(spec, train_size(spec, data_dir), cfg.val_size)
     out_root = Path(output_dir) if output_dir else env.output_root()
     _check_writable(out_root, "output folder")
+    store = Store(store_dir)
+    _check_writable(store.root, "run store")
     if notice and not quiet:
         echo(notice)
 
     tracker = make_tracker(cfg, settings, mode)
+    sweep_id = os.environ.get(SWEEP_ID_VAR) or os.environ.get("WANDB_SWEEP_ID") or None
     try:
-        summary = _train_tracked(tracker, data_dir, output_dir, out_root, quiet, echo)
-    except BaseException:
+        summary = _train_tracked(tracker, store, sweep_id, settings.project, data_dir, output_dir,
+                                 out_root, quiet, echo)
+    except BaseException as exc:
         tracker.finish(exit_code=1)
+        state = ("killed" if isinstance(exc, KeyboardInterrupt)
+                 else "failed" if isinstance(exc, UserError) else "crashed")
+        try:
+            if store.run(tracker.run_id) is not None:
+                store.end_run(tracker.run_id, state, message=f"{type(exc).__name__}: {exc}"[:500],
+                              only_if_active=True)
+        except Exception:  # noqa: BLE001 - never mask the original error
+            pass
         raise
+    finally:
+        store.close()
     tracker.finish(exit_code=0)
     if tracker.sync_dir is not None and not quiet:
         echo(f"offline run saved; upload it with: wandb sync {tracker.sync_dir}")
@@ -93,6 +149,9 @@ def run_training(
 
 def _train_tracked(
     tracker: Tracker,
+    store: Store,
+    sweep_id: str | None,
+    project: str,
     data_dir: Path,
     output_dir: Path | None,
     out_root: Path,
@@ -118,12 +177,18 @@ def _train_tracked(
              f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
              f"device {device}, outputs in {out_dir}")
 
-    result = train(
-        cfg, data, tracker,
-        checkpoint_dir=out_dir / "checkpoints",
-        progress=not quiet and sys.stderr.isatty(),
-        log=(lambda line: None) if quiet else echo,
-    )
+    store.start_run(tracker.run_id, sweep_id=sweep_id, project=project, name=tracker.run_name,
+                    config=dataclasses.asdict(cfg), output_dir=str(out_dir.absolute()),
+                    wandb_dir=str(tracker.sync_dir or tracker.files_dir or "") or None)
+    recorder = Recorder(tracker, store, tracker.run_id, sweep_id)
+    with Heartbeat(store, tracker.run_id):
+        result = train(
+            cfg, data, recorder,
+            checkpoint_dir=out_dir / "checkpoints",
+            progress=not quiet and sys.stderr.isatty(),
+            log=(lambda line: None) if quiet else echo,
+            should_stop=recorder.should_stop,
+        )
     report = TestReport(
         class_names=list(data.class_names),
         labels=result.test.labels,
@@ -148,6 +213,8 @@ def _train_tracked(
         "perf/seconds_per_epoch": result.train_seconds / epochs,
         "perf/data_seconds": load_seconds,
     }
+    if result.stopped_early:
+        headline["stopped_early"] = result.stopped_early
     tracker.log_summary(headline)
     summary = {
         "run_id": tracker.run_id,
@@ -165,6 +232,10 @@ def _train_tracked(
         "wandb_dir": str(tracker.sync_dir or tracker.files_dir or ""),
     }
     summary_path = write_json(summary, out_dir / "summary.json")
+    store.end_run(tracker.run_id, "stopped" if result.stopped_early else "finished",
+                  summary={**headline, "val/accuracy": result.best["val/accuracy"],
+                           "val/loss": min(h["val/loss"] for h in result.history)},
+                  exitcode=0, message=result.stopped_early or None)
     if tracker.files_dir is not None:  # files in the run folder are uploaded by wandb / wandb sync
         for path in [summary_path, *plots.values()]:
             shutil.copyfile(path, tracker.files_dir / path.name)

@@ -6,6 +6,7 @@ This is the only module that imports ``wandb`` for runs. The training loop talks
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import asdict
 from pathlib import Path
@@ -51,7 +52,7 @@ class NullTracker(Tracker):
     """``mode=disabled``: records nothing, needs no wandb."""
 
     def __init__(self, cfg: TrainConfig, settings: RunSettings):
-        self.run_id = secrets.token_hex(4)
+        self.run_id = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
         self.run_name = settings.name or f"{cfg.model}-{cfg.dataset}-{self.run_id}"
         self._config = asdict(cfg)
 
@@ -96,8 +97,7 @@ class WandbTracker(Tracker):
         self.run.define_metric("epoch")
         for pattern in EPOCH_KEYS:
             self.run.define_metric(pattern, step_metric="epoch")
-        self.run.define_metric("val/accuracy", step_metric="epoch", summary="max")
-        self.run.define_metric("val/loss", step_metric="epoch", summary="min")
+        self._best: dict[str, float] = {}
         self.run.define_metric("trainer/global_step")  # x-axis of opt-in per-batch logs
         self.run.define_metric("batch/*", step_metric="trainer/global_step")
 
@@ -109,6 +109,14 @@ class WandbTracker(Tracker):
 
     def log_metrics(self, metrics: dict[str, float], epoch: int) -> None:
         self.run.log(dict(metrics))
+        # Summary of val/accuracy (val/loss) = best so far, as a plain number: what sweep tables,
+        # `Sweep.best_run()` and run sorting compare. (define_metric(summary="max") would store
+        # {"max": x}, which they cannot sort.)
+        for key, better in (("val/accuracy", max), ("val/loss", min)):
+            if key in metrics:
+                value = float(metrics[key])
+                self._best[key] = better(self._best.get(key, value), value)
+                self.run.summary[key] = self._best[key]
 
     def log_batch(self, metrics: dict[str, float]) -> None:
         self.run.log(dict(metrics))

@@ -1,0 +1,278 @@
+"""W&B sweep configs: loading, validation, the trial command, and the offline suggestion engine.
+
+Suggestions and early termination come from W&B's open-source sweep engine, the ``sweeps``
+package (``next_run`` / ``stop_runs``: grid, random, bayes, hyperband), the same algorithms as
+the W&B cloud controller. This module only adapts our stored runs to its ``SweepRun`` objects.
+Nothing here imports torch or wandb.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .config import EPOCH_METRICS, KEYS, SUMMARY_METRICS, make_config, unknown_key_error
+from .errors import ConfigError, UserError, closest
+
+# What ``wandb agent`` puts in place of each macro (wandb/sdk/launch/sweeps/utils.py).
+DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+ARG_MACROS = ("args", "args_no_equals", "args_no_hyphens", "args_no_boolean_flags", "args_json",
+              "args_append_hydra", "args_override_hydra")
+MACROS = ("env", "interpreter", "program", "args_json_file", *ARG_MACROS)
+_ENVVAR = re.compile(r"\$\{envvar:([A-Z0-9_]*)\}")
+_MACRO = re.compile(r"\$\{([^}]*)\}")
+METRICS = (*EPOCH_METRICS, *SUMMARY_METRICS)
+
+
+def import_sweeps():
+    """The ``sweeps`` package, without its pydantic-v2 config warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+        import sweeps.config.schema  # noqa: F401  (loads the JSON schema once)
+    return sweeps
+
+
+def load_sweep_file(path: str | Path) -> dict[str, Any]:
+    """A sweep YAML as a dict; unreadable or non-mapping files are a UserError naming the fix."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"sweep file '{p}' does not exist: give the path of a sweep YAML "
+                        "(see sweeps/ for examples).") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"sweep file '{p}' cannot be read ({exc}): give a YAML text file.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"sweep file '{p}' is not valid YAML{where}: {problem}. Fix the syntax.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"sweep file '{p}' must be a mapping (method:, metric:, parameters:, ...), "
+                        f"got a {type(data).__name__}.")
+    return data
+
+
+def _path(error) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _schema_problems(config: dict[str, Any]) -> list[str]:
+    """W&B's own schema checks, each prefixed with where it applies (parameter names included)."""
+    sweeps = import_sweeps()
+    from sweeps.config.schema import validator
+
+    problems = []
+    located = {}
+    for error in validator.iter_errors(config):
+        where = _path(error)
+        located[error.message] = where
+        problems.append(f"{where}: {error.message}")
+    try:
+        official = sweeps.schema_violations_from_proposed_config(config)
+    except ValueError as exc:  # a parameter that is not a mapping
+        return [*problems, str(exc)]
+    names = set(config.get("parameters") or {}) if isinstance(config.get("parameters"), dict) else set()
+    for message in official:
+        if message in located or message.startswith("invalid hyperparameter configuration"):
+            continue
+        head = message.split(":", 1)[0]
+        problems.append(f"parameters.{message}" if head in names else message)
+    return list(dict.fromkeys(problems))
+
+
+def _check_values(name: str, spec: Mapping[str, Any]) -> list[str]:
+    """Every fixed value and every range end a parameter can take must be a valid config value."""
+    candidates: list[Any] = []
+    if "value" in spec:
+        candidates.append(spec["value"])
+    if isinstance(spec.get("values"), list):
+        candidates += spec["values"]
+    for bound in ("min", "max"):
+        if bound in spec and isinstance(spec[bound], (int, float)):
+            if "log_uniform" == spec.get("distribution"):
+                continue  # W&B's legacy log_uniform takes exponents, not values
+            candidates.append(spec[bound])
+    problems = []
+    for value in candidates:
+        try:
+            make_config({name: value}, source=f"sweep parameter '{name}'")
+        except ConfigError as exc:
+            problems.append(f"parameters.{name}: {exc}")
+    return problems
+
+
+def _macro_problems(config: dict[str, Any]) -> list[str]:
+    command = config.get("command", DEFAULT_COMMAND)
+    if not isinstance(command, list):
+        return []  # the schema reports it
+    problems = []
+    for chunk in command:
+        for macro in _MACRO.findall(str(chunk)):
+            if macro.startswith("envvar:") or macro in MACROS:
+                continue
+            hint = closest(macro, MACROS)
+            problems.append(f"command: unknown macro '${{{macro}}}'" +
+                            (f"; did you mean '${{{hint}}}'?" if hint else "") +
+                            f" Known: {', '.join('${' + m + '}' for m in MACROS)}.")
+    if any("${program}" == str(c) for c in command) and not config.get("program"):
+        problems.append("command uses ${program} but the sweep has no 'program:'.")
+    return problems
+
+
+def validate(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a sweep config meant to run our ``train`` command."""
+    errors = _schema_problems(config)
+    warns: list[str] = []
+    params = config.get("parameters")
+    if isinstance(params, dict):
+        for name, spec in params.items():
+            if name not in KEYS:
+                errors.append(f"parameters.{name}: {unknown_key_error(str(name), 'the sweep')}")
+            elif isinstance(spec, dict):
+                errors += _check_values(name, spec)
+    metric = config.get("metric")
+    if isinstance(metric, dict) and isinstance(metric.get("name"), str):
+        name = metric["name"]
+        if name not in METRICS:
+            hint = closest(name, METRICS)
+            errors.append(f"metric.name: '{name}' is not a metric `cnn-tracker train` logs" +
+                          (f"; did you mean '{hint}'?" if hint else "") +
+                          f" Per-epoch metrics: {', '.join(EPOCH_METRICS)}.")
+        elif name.startswith("test/"):
+            warns.append(f"metric.name '{name}' selects hyperparameters on the test set; "
+                         "use val/accuracy or val/loss to keep test numbers honest.")
+        if "early_terminate" in config and name not in EPOCH_METRICS:
+            errors.append(f"early_terminate needs a per-epoch metric, not '{name}': "
+                          f"use one of {', '.join(EPOCH_METRICS)}.")
+    errors += _macro_problems(config)
+    if not errors:
+        errors += _engine_problems(config)
+    if config.get("method") in ("random", "bayes") and not config.get("run_cap"):
+        warns.append(f"method {config.get('method')} never runs out of suggestions: set run_cap "
+                     "(or pass --count to each agent).")
+    return list(dict.fromkeys(errors)), warns
+
+
+def _engine_problems(config: dict[str, Any]) -> list[str]:
+    """Dry-run the sweep engine on no runs: catches method-specific errors the schema misses."""
+    sweeps = import_sweeps()
+    problems = []
+    try:
+        sweeps.next_run(config, [])
+    except (ValueError, KeyError, TypeError) as exc:
+        problems.append(f"method {config.get('method')}: {exc}")
+    if "early_terminate" in config:
+        try:
+            sweeps.stop_runs(config, [])
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"early_terminate: {exc}")
+    return problems
+
+
+def check(config: dict[str, Any], source: str) -> list[str]:
+    """Raise one UserError listing every problem; return the warnings."""
+    errors, warns = validate(config)
+    if errors:
+        raise UserError(f"sweep {source} has {len(errors)} problem(s):\n  - " + "\n  - ".join(errors))
+    return warns
+
+
+# -- the trial command ------------------------------------------------------------------------
+def command_args(params: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The argument forms ``wandb agent`` builds from a run's parameters, macro by macro."""
+    out: dict[str, list[str]] = {m: [] for m in ARG_MACROS}
+    for name, value in params.items():
+        flag = f"{name}={value}"
+        out["args"].append("--" + flag)
+        out["args_no_hyphens"].append(flag)
+        out["args_no_equals"] += [f"--{name}", str(value)]
+        out["args_append_hydra"].append("+" + flag)
+        out["args_override_hydra"].append("++" + flag)
+        if isinstance(value, bool):
+            if value:
+                out["args_no_boolean_flags"].append("--" + name)
+        else:
+            out["args_no_boolean_flags"].append("--" + flag)
+    out["args_json"] = [json.dumps(dict(params))]
+    return out
+
+
+def expand_command(config: Mapping[str, Any], params: Mapping[str, Any], *, json_file: Path,
+                   environ: Mapping[str, str], interpreter: str | None = None) -> list[str]:
+    """The trial's argv, macros replaced as ``wandb agent`` does (no shell involved).
+
+    ``${interpreter}`` is this Python (``sys.executable``) rather than whatever ``python`` is
+    first on PATH, so trials use the environment cnn-tracker is installed in.
+    """
+    command = [str(c) for c in config.get("command", DEFAULT_COMMAND)]
+    values = command_args(params)
+    values["env"] = ["/usr/bin/env"] if sys.platform != "win32" else []
+    values["interpreter"] = [interpreter or sys.executable]
+    values["program"] = [str(config.get("program", ""))]
+    values["args_json_file"] = [str(json_file)]
+    argv: list[str] = []
+    for chunk in command:
+        chunk = _ENVVAR.sub(lambda m: environ.get(m.group(1), m.group(1)), chunk)
+        if chunk.startswith("${") and chunk.endswith("}") and chunk.count("${") == 1:
+            argv += values.get(chunk[2:-1], [])
+        else:
+            argv.append(chunk)
+    return argv
+
+
+# -- adapting stored runs to the `sweeps` engine ---------------------------------------------
+# Our states -> W&B's. An early-terminated run ("stopped") has real, finished metrics.
+_STATE = {"pending": "pending", "running": "running", "finished": "finished",
+          "stopped": "finished", "crashed": "crashed", "failed": "failed", "killed": "killed"}
+
+
+def to_sweep_runs(runs) -> list:
+    from .store import numeric_summary
+
+    sweeps = import_sweeps()
+    return [
+        sweeps.SweepRun(
+            name=r.id, state=_STATE[r.state],
+            config={k: {"value": v} for k, v in r.params.items()},
+            history=r.history, summary_metrics=numeric_summary(r.summary),
+        )
+        for r in runs
+    ]
+
+
+def suggest(sweep, runs) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The sweep's next parameters from W&B's engine, or None when a grid is exhausted."""
+    sweeps = import_sweeps()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn GP convergence chatter
+        nxt = sweeps.next_run(sweep.config, to_sweep_runs(runs))
+    if nxt is None:
+        return None
+    params = {k: v["value"] for k, v in nxt.config.items()}
+    info = nxt.search_info
+    return params, json.loads(json.dumps(info, default=float)) if info else None
+
+
+def should_stop(sweep, runs, run_id: str) -> tuple[bool, str]:
+    """Hyperband's verdict on ``run_id`` given every run's history so far; (stop, explanation)."""
+    if "early_terminate" not in sweep.config or sweep.metric is None:
+        return False, ""
+    sweeps = import_sweeps()
+    sweep_runs = to_sweep_runs(runs)
+    stopped = sweeps.stop_runs(sweep.config, sweep_runs)
+    for run in stopped:
+        if run.name == run_id:
+            lines = (run.early_terminate_info or {}).get("lines") or [""]
+            return True, str(lines[-1]).strip()
+    return False, ""
