@@ -35,6 +35,18 @@ def _raise_interrupted(signum, frame):  # pragma: no cover - exercised through s
     raise Interrupted(signal.Signals(signum).name)
 
 
+def _catch_stop_signals():
+    """Handle SIGTERM, and SIGINT even when started in the background (where the shell made it
+    ignored, and children would inherit that); returns the previous handlers."""
+    return (signal.signal(signal.SIGTERM, _raise_interrupted),
+            signal.signal(signal.SIGINT, signal.default_int_handler))
+
+
+def _restore_signals(previous) -> None:
+    signal.signal(signal.SIGTERM, previous[0])
+    signal.signal(signal.SIGINT, previous[1])
+
+
 def _write_param_files(store: Store, sweep: Sweep, run: Run) -> tuple[Path, Path]:
     """The files ``wandb agent`` writes: config-<run>.yaml (WANDB_SWEEP_PARAM_PATH) and .json."""
     import json
@@ -174,7 +186,7 @@ def run_agent(
     interrupted.
     """
     sweep = store.sweep(sweep_id)
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous = _catch_stop_signals()
     done = failures = 0
     try:
         while count is None or done < count:
@@ -208,7 +220,7 @@ def run_agent(
         echo(f"[{name}] interrupted; agent stopped")
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _restore_signals(previous)
         store.close()
 
 
@@ -231,18 +243,19 @@ def launch(
     *,
     stagger: float,
     echo: Callable[[str], None] = print,
-    spawn: Callable[..., subprocess.Popen] = subprocess.Popen,
+    spawn: Callable[..., subprocess.Popen] | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Start one agent process per command (staggered); wait for all; Ctrl-C stops them all."""
+    spawn = spawn or subprocess.Popen
     procs: list[subprocess.Popen] = []
-    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
+    previous = _catch_stop_signals()
     try:
         for i, (argv, extra) in enumerate(zip(commands, envs)):
             if i:
                 sleep(stagger)  # never two agents asking for their first trial at the same moment
             env = {**os.environ, **extra}
-            shown = " ".join(f"{k}={v}" for k, v in extra.items())
+            shown = " ".join(f"{k}={v}" for k, v in extra.items() if k != "PATH")
             echo(f"starting agent {i + 1}/{len(commands)}{' with ' + shown if shown else ''}")
             procs.append(spawn(argv, env=env, start_new_session=True))
         return max((p.wait() for p in procs), default=0)
@@ -262,7 +275,7 @@ def launch(
                 p.kill()
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _restore_signals(previous)
 
 
 def local_agent_command(sweep_id: str, *, store: Store, count: int | None, max_failures: int,

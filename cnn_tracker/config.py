@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import ConfigError, closest
+from .errors import ConfigError, closest, yaml_problem
 
 DATASETS = ("mnist", "fashion-mnist")
 MODELS = ("mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet")
@@ -262,11 +262,8 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(
-            f"config file '{p}' is not valid YAML{where}: {problem}. "
+            f"config file '{p}' is not valid YAML{yaml_problem(exc)}. "
             "Fix the syntax (a mapping of key: value lines)."
         ) from None
     if data is None:

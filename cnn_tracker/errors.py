@@ -40,3 +40,11 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (library errors can span many lines)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """`` at line L, column C: problem`` for a YAML parse error (location when PyYAML knows it)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or first_line(exc)
+    return f"{where}: {problem}"

@@ -400,8 +400,12 @@ class Store:
                         "too many agents are racing; start fewer agents.")
 
     def start_run(self, run_id: str, *, sweep_id: str | None, project: str | None, name: str,
-                  config: dict[str, Any], output_dir: str, wandb_dir: str | None) -> None:
-        """Record that ``run_id`` is training (insert it, or update the trial an agent reserved)."""
+                  config: dict[str, Any], output_dir: str, wandb_dir: str | None,
+                  params: dict[str, Any] | None = None) -> None:
+        """Record that ``run_id`` is training (insert it, or update the trial an agent reserved).
+
+        ``params`` (the swept values) only matter for a run inserted here, e.g. an imported one.
+        """
         now = time.time()
         with self._tx() as c:
             updated = c.execute(
@@ -413,11 +417,11 @@ class Store:
             ).rowcount
             if not updated:
                 c.execute(
-                    "INSERT INTO runs (id, sweep_id, project, name, state, config, output_dir, "
-                    "wandb_dir, pid, host, created_at, started_at, heartbeat_at) "
-                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (run_id, sweep_id, project, name, _dumps(config), output_dir, wandb_dir,
-                     os.getpid(), socket.gethostname(), now, now, now),
+                    "INSERT INTO runs (id, sweep_id, project, name, state, params, config, "
+                    "output_dir, wandb_dir, pid, host, created_at, started_at, heartbeat_at) "
+                    "VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run_id, sweep_id, project, name, _dumps(params or {}), _dumps(config),
+                     output_dir, wandb_dir, os.getpid(), socket.gethostname(), now, now, now),
                 )
 
     def mark_running(self, run_id: str, pid: int, log_path: str | None) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import yaml
 
 from .config import EPOCH_METRICS, KEYS, SUMMARY_METRICS, make_config, unknown_key_error
-from .errors import ConfigError, UserError, closest
+from .errors import ConfigError, UserError, closest, yaml_problem
 
 # What ``wandb agent`` puts in place of each macro (wandb/sdk/launch/sweeps/utils.py).
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -52,10 +52,8 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"sweep file '{p}' is not valid YAML{where}: {problem}. Fix the syntax.") from None
+        raise UserError(f"sweep file '{p}' is not valid YAML{yaml_problem(exc)}. Fix the syntax "
+                        "(in a list, write each ${macro} as its own '- ${macro}' line).") from None
     if not isinstance(data, dict):
         raise UserError(f"sweep file '{p}' must be a mapping (method:, metric:, parameters:, ...), "
                         f"got a {type(data).__name__}.")
