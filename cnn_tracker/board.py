@@ -55,8 +55,10 @@ def run_row(run: Run, params: list[str], metric: str, goal: str) -> dict[str, An
     }
 
 
-def sweep_status(store: Store, sweep_id: str) -> dict[str, Any]:
-    store.reap_stale()
+def sweep_status(store: Store, sweep_id: str, *, reap: bool = True) -> dict[str, Any]:
+    """The status of a local sweep; first marks runs without a heartbeat as crashed (``reap``)."""
+    if reap:
+        store.reap_stale()
     sweep = store.sweep(sweep_id)
     metric, goal = sweep.metric or ("val/accuracy", "maximize")
     params = searched_parameters(sweep.config)
@@ -99,7 +101,7 @@ def sweep_list(store: Store) -> list[dict[str, Any]]:
     store.reap_stale()
     out = []
     for sweep in store.sweeps():
-        status = sweep_status(store, sweep.id)
+        status = sweep_status(store, sweep.id, reap=False)
         best = next((r for r in status["runs"] if r["id"] == status["best"]), None)
         out.append({
             "sweep": sweep.id, "name": sweep.name, "project": sweep.project, "method": sweep.method,

@@ -120,6 +120,7 @@ def run_training(
     _check_writable(out_root, "output folder")
     store = Store(store_dir)
     _check_writable(store.root, "run store")
+    store.open()  # a damaged store fails here, before wandb.init
     if notice and not quiet:
         echo(notice)
 

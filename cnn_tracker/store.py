@@ -240,6 +240,12 @@ class Store:
         self._conn = conn
         return conn
 
+    def open(self) -> "Store":
+        """Create or open the database now (so a bad store fails before anything else starts)."""
+        with self._lock:
+            self._connect()
+        return self
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

@@ -283,6 +283,17 @@ def test_unknown_sweep_and_damaged_store_are_clear_errors(tmp_path):
     assert result.exit_code == 2 and "cannot be opened" in result.output
 
 
+def test_train_with_a_damaged_store_stops_before_wandb_init(tiny_root, tmp_path, isolated_env):
+    from .conftest import TINY_ARGS
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "store.db").write_text("not a database " * 100)
+    result = CliRunner().invoke(cli, ["train", "--data-dir", str(tiny_root), "--mode", "offline",
+                                      "--store", str(tmp_path / "bad"), *TINY_ARGS])
+    assert result.exit_code == 2 and "cannot be opened" in result.output
+    assert not (isolated_env / "wandb").exists() and not (isolated_env / "outputs").exists()
+
+
 # -- the offline engine, end to end -----------------------------------------------------------
 @pytest.fixture
 def data_env(tiny_root, monkeypatch):
