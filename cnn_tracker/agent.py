@@ -150,7 +150,6 @@ def run_trial(store: Store, sweep: Sweep, run: Run, *, name: str, echo: Callable
     state = _outcome(rc)
     message = None if state == "finished" else " | ".join(t for t in tail if t)[-500:]
     store.end_run(run.id, state, exitcode=rc, message=message, only_if_active=True)
-    store.set_exitcode(run.id, rc)
     return store.run(run.id)
 
 

@@ -56,9 +56,6 @@ class Recorder:
         self.tracker.log_batch(metrics)
 
     def should_stop(self, epoch: int, metrics: dict[str, float]) -> str:
-        me = self.store.run(self.run_id)
-        if me is not None and me.should_stop:
-            return "stop requested through the run store"
         if self.sweep is None or "early_terminate" not in self.sweep.config:
             return ""
         from .sweep import should_stop

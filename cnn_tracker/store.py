@@ -181,6 +181,12 @@ class Run:
         return (self.ended_at or time.time()) - self.started_at
 
 
+def _row_to_sweep(row: sqlite3.Row) -> Sweep:
+    d = dict(row)
+    d["config"] = json.loads(d["config"])
+    return Sweep(**d)
+
+
 def _row_to_run(row: sqlite3.Row) -> Run:
     d = dict(row)
     for key in ("params", "config", "summary"):
@@ -284,11 +290,7 @@ class Store:
         if not self.exists():
             return None
         rows = self._read("SELECT * FROM sweeps WHERE id = ?", (sweep_id,))
-        if not rows:
-            return None
-        d = dict(rows[0])
-        d["config"] = json.loads(d["config"])
-        return Sweep(**d)
+        return _row_to_sweep(rows[0]) if rows else None
 
     def sweep(self, sweep_id: str) -> Sweep:
         found = self.find_sweep(sweep_id)
@@ -305,12 +307,7 @@ class Store:
     def sweeps(self) -> list[Sweep]:
         if not self.exists():
             return []
-        out = []
-        for row in self._read("SELECT * FROM sweeps ORDER BY created_at"):
-            d = dict(row)
-            d["config"] = json.loads(d["config"])
-            out.append(Sweep(**d))
-        return out
+        return [_row_to_sweep(row) for row in self._read("SELECT * FROM sweeps ORDER BY created_at")]
 
     def set_sweep_state(self, sweep_id: str, state: str, message: str | None = None) -> None:
         with self._tx() as c:
@@ -449,10 +446,6 @@ class Store:
         with self._tx() as c:
             c.execute("UPDATE runs SET checkpoint = ? WHERE id = ?", (path, run_id))
 
-    def request_stop(self, run_id: str) -> None:
-        with self._tx() as c:
-            c.execute("UPDATE runs SET should_stop = 1 WHERE id = ?", (run_id,))
-
     def heartbeat(self, run_id: str) -> None:
         with self._tx() as c:
             c.execute("UPDATE runs SET heartbeat_at = ? WHERE id = ? AND state IN ('pending', 'running')",
@@ -461,21 +454,21 @@ class Store:
     def end_run(self, run_id: str, state: str, *, summary: dict[str, Any] | None = None,
                 exitcode: int | None = None, message: str | None = None,
                 only_if_active: bool = False) -> bool:
-        """Record a run's end; with ``only_if_active``, leave a state the run recorded itself."""
+        """Record a run's end; with ``only_if_active``, leave a state the run recorded itself.
+
+        ``exitcode`` is recorded either way: the process's exit code is known only to its agent.
+        """
         assert state in TERMINAL_STATES, state
         sql = ("UPDATE runs SET state = ?, ended_at = COALESCE(ended_at, ?), "
-               "exitcode = COALESCE(?, exitcode), message = COALESCE(?, message), "
-               "summary = COALESCE(?, summary) WHERE id = ?")
+               "message = COALESCE(?, message), summary = COALESCE(?, summary) WHERE id = ?")
         if only_if_active:
             sql += " AND state IN ('pending', 'running')"
         with self._tx() as c:
-            n = c.execute(sql, (state, time.time(), exitcode, message,
+            n = c.execute(sql, (state, time.time(), message,
                                 _dumps(summary) if summary is not None else None, run_id)).rowcount
+            if exitcode is not None:
+                c.execute("UPDATE runs SET exitcode = ? WHERE id = ?", (exitcode, run_id))
         return bool(n)
-
-    def set_exitcode(self, run_id: str, exitcode: int) -> None:
-        with self._tx() as c:
-            c.execute("UPDATE runs SET exitcode = ? WHERE id = ?", (exitcode, run_id))
 
     def reap_stale(self, timeout: float = STALE_SECONDS) -> list[str]:
         """Mark runs whose process stopped sending heartbeats as crashed; return their ids."""
