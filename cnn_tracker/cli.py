@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import __version__, env
-from .config import KEYS, TrainConfig, RunSettings, WANDB_MODES, config_from_sources, unknown_key_error
+from .config import KEYS, PRESETS, TrainConfig, RunSettings, WANDB_MODES, config_from_sources, unknown_key_error
 from .errors import UserError, closest
 from .store import DEFAULT_STORE, STORE_VAR
 
@@ -43,6 +43,9 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
     "log_every": "log the batch loss every N batches (0 = per epoch only)",
     "eval_batch_size": "images per evaluation forward pass",
     "deterministic": "deterministic torch algorithms",
+    "precision": "auto, fp32, bf16 or fp16 (auto = bf16 on CUDA, fp32 on CPU)",
+    "channels_last": "NHWC memory format for conv nets",
+    "compile": "torch.compile the model (slow first epoch)",
 }
 
 
@@ -112,12 +115,12 @@ def _extra_values(extra: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
-def _train(config_file, project, entity, group, name, tags, notes, mode, data_dir, output_dir,
+def _train(config_file, preset, project, entity, group, name, tags, notes, mode, data_dir, output_dir,
            store, quiet, extra, **hyper):
     from .runner import run_training
 
     cli_values = {**_extra_values(extra), **{k: v for k, v in hyper.items() if v is not None}}
-    cfg = config_from_sources(config_file, cli_values)
+    cfg = config_from_sources(config_file, cli_values, preset)
     settings = RunSettings(
         project=project or "cnn-tracker",
         entity=entity, group=group, name=name,
@@ -133,7 +136,7 @@ train = TrainCommand(
     callback=_train,
     help=(
         "Train one model with W&B tracking (offline unless an API key is configured).\n\n"
-        "Hyperparameters: defaults < --config FILE.yaml < --key value options (or key=value / a "
+        "Hyperparameters: defaults < --preset < --config FILE.yaml < --key value options (or key=value / a "
         "JSON object as arguments) < a W&B sweep's values in wandb.config. Every run is also "
         "recorded in the local run store. Example:\n\n"
         "\b\n  cnn-tracker train --dataset fashion-mnist --model tinyvgg --epochs 10 --lr=0.002"
@@ -141,6 +144,9 @@ train = TrainCommand(
     params=[
         click.Option(["--config", "config_file"], type=click.Path(dir_okay=False),
                      help="YAML file of hyperparameters (key: value, or W&B's key: {value: x})."),
+        click.Option(["--preset"], type=click.Choice(list(PRESETS)),
+                     help="Start from a named recipe for the dataset (below the config file and "
+                          "options): fast = the measured fastest CPU recipe (README, Performance)."),
         click.Option(["--project"], envvar="WANDB_PROJECT", help="W&B project [default: cnn-tracker]."),
         click.Option(["--entity"], envvar="WANDB_ENTITY", help="W&B entity (user or team)."),
         click.Option(["--group"], envvar="WANDB_RUN_GROUP", help="W&B run group."),
@@ -526,6 +532,61 @@ def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
     click.echo(f"checkpoint: {ckpt}")
     if found.get("downloaded") or found["source"] == "local":
         click.echo(f"next: cnn-tracker evaluate {ckpt}")
+
+
+@cli.command()
+@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
+              show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Throughput and W&B overhead: median of N alternating runs.")
+@click.option("--tta-repeats", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Time to target of the fast preset: median over seeds 0..N-1.")
+@click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Test accuracy to reach [default: 0.99 mnist, 0.9264 fashion-mnist].")
+@click.option("--reference-budget", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="Seconds of reference-loop training before it gives up on the target.")
+@click.option("--reference-model", type=click.Choice(["mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet"]),
+              default="tinyvgg", show_default=True, help="Model of the seed-style reference loop.")
+@click.option("--reference-hidden", type=click.IntRange(1, 4096), default=10, show_default=True,
+              help="hidden_units of the reference model (the throughput comparison uses it too).")
+@click.option("--overhead-epochs", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Epochs of the W&B overhead runs and of the peak-RSS run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a hyperparameter of the fast preset (repeatable), e.g. --set batch_size=512.")
+@click.option("--data-dir", "data_dir", help="Dataset root.")
+@click.option("--quick", is_flag=True, help="Smallest budget of every measurement (checks the harness; "
+              "not a measurement).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(dataset, device, repeats, tta_repeats, target, reference_budget, reference_model,
+          reference_hidden, overhead_epochs, overrides, data_dir, quick, as_json) -> None:
+    """Measure training speed: our trainer vs a seed-style loop, side by side in one process.
+
+    Throughput on the same model; time to a target test accuracy (fast preset vs the seed-style
+    loop); W&B offline vs disabled overhead and init/finish time; peak RSS of a train process.
+    A benchmark, not a test: run it on a quiet machine and compare ratios, not absolute times.
+    """
+    from .bench import BenchOptions, Reference, fast_config, format_report, run_bench
+
+    pairs = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r} is not KEY=VALUE: write e.g. --set batch_size=512.")
+        pairs.append((key.strip().replace("-", "_"), value))
+    opts = BenchOptions(
+        dataset=dataset, device=device, repeats=repeats, tta_repeats=tta_repeats, target=target,
+        reference_budget=reference_budget, overhead_epochs=overhead_epochs,
+        overrides=tuple(pairs), quick=quick,
+        reference=Reference(model=reference_model, hidden_units=reference_hidden),
+    )
+    fast_config(opts)  # a bad --set fails here, before any measurement
+    report = run_bench(opts, env.data_dir(data_dir), echo=(lambda s: None) if as_json else
+                       (lambda s: click.echo(f"... {s}", err=True)))
+    if as_json:
+        _echo_json(report)
+    else:
+        click.echo(format_report(report))
 
 
 def main() -> None:

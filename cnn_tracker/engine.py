@@ -7,6 +7,7 @@ evaluates the test set once with it. The tracker only receives numbers and file 
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 import sys
 import time
 from dataclasses import dataclass
@@ -76,6 +77,35 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None = plain fp32."""
+    if name == "fp32" or (name == "auto" and device.type != "cuda"):
+        return None
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("invalid value 'fp16' for 'precision' on the CPU: fp16 autocast needs a "
+                          "CUDA GPU. Use --precision bf16 or fp32 on the CPU.")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("invalid value 'bf16' for 'precision': this GPU has no bf16 support. "
+                          "Use --precision fp16 (or auto).")
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed-precision context for forward passes (a no-op for fp32)."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(model on ``device`` in its memory format, the callable to run it: compiled or the same)."""
+    model = model.to(device)
+    if cfg.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    run = torch.compile(model) if cfg.compile else model
+    return model, run
+
+
 def set_determinism(cfg: TrainConfig) -> None:
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
@@ -119,8 +149,15 @@ def evaluate(
     batch_size: int,
     *,
     collect: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    run: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> EvalResult:
-    """Mean cross-entropy (no smoothing) and accuracy over ``split``; probs when ``collect``."""
+    """Mean cross-entropy (no smoothing) and accuracy over ``split``; probs when ``collect``.
+
+    ``run`` is the callable that applies the model (a compiled wrapper of it), ``amp_dtype`` the
+    autocast dtype (None = fp32); the loss and softmax are always computed in fp32.
+    """
+    run = model if run is None else run
     was_training = model.training
     model.eval()
     device = split.images.device
@@ -128,7 +165,8 @@ def evaluate(
     correct = torch.zeros((), device=device, dtype=torch.int64)
     probs = []
     for x, y in eval_batches(split, spec, batch_size):
-        logits = model(x).float()
+        with autocast(device, amp_dtype):
+            logits = run(x).float()
         loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
         correct += (logits.argmax(1) == y).sum()
         if collect:
@@ -162,20 +200,27 @@ def train(
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
     should_stop: Callable[[int, dict[str, float]], str] | None = None,
+    after_epoch: Callable[[int, Callable[[Split], EvalResult]], str] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``data``; select by val accuracy; evaluate test once on the best.
 
     ``should_stop(epoch, metrics)`` is asked after every epoch (once its metrics and checkpoints
     are recorded); a non-empty answer ends training there (a sweep's early termination), and the
     best checkpoint so far is still evaluated on the test set.
+
+    ``after_epoch(epoch, evaluate_split)`` is for measurement (the bench): called after each epoch,
+    outside the timed part, with a function that evaluates the current weights on a split; a
+    non-empty answer ends training like ``should_stop``.
     """
     device = data.train.images.device
     set_determinism(cfg)
+    amp_dtype = resolve_precision(cfg.precision, device)
     margs = model_args(cfg.model, cfg.hidden_units, cfg.dropout, cfg.batch_norm,
                        tuple(data.train.images.shape[1:]), len(data.class_names))
-    model = build_model(cfg.model, margs).to(device)
+    model, run = prepare_model(build_model(cfg.model, margs), cfg, device)
     n_params = count_parameters(model)
     opt = make_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = -(-len(data.train) // cfg.batch_size)
     sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
@@ -195,11 +240,13 @@ def train(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         for x, y in train_batches(data.train, data.spec, cfg.batch_size, shuffle_gen, cfg.augment):
-            logits = model(x)
-            loss = criterion(logits, y)
+            with autocast(device, amp_dtype):
+                logits = run(x)
+                loss = criterion(logits.float(), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
             if sched is not None:
                 sched.step()
             # Accumulated on the device; read once per epoch (no per-batch host sync).
@@ -216,7 +263,7 @@ def train(
         train_seconds += epoch_time
         if bar is not None:
             bar.close()
-        val = evaluate(model, data.val, data.spec, cfg.eval_batch_size)
+        val = evaluate(model, data.val, data.spec, cfg.eval_batch_size, amp_dtype=amp_dtype, run=run)
         metrics = {
             "epoch": epoch,
             "train/loss": train_loss,
@@ -242,16 +289,22 @@ def train(
             f"  val loss {val.loss:.4f} acc {val.accuracy:.4f}  {epoch_time:.1f}s"
             f"  {metrics['perf/images_per_second']:.0f} img/s{'  *best' if improved else ''}"
         )
-        if should_stop is not None and epoch < cfg.epochs:
-            stopped_early = should_stop(epoch, metrics)
-            if stopped_early:
-                log(f"stopped after epoch {epoch}/{cfg.epochs}: {stopped_early}")
-                break
+        reason = ""
+        if after_epoch is not None:  # every epoch: the bench reads test accuracy after the last too
+            reason = after_epoch(epoch, lambda split: evaluate(
+                model, split, data.spec, cfg.eval_batch_size, amp_dtype=amp_dtype, run=run))
+        if not reason and should_stop is not None and epoch < cfg.epochs:
+            reason = should_stop(epoch, metrics)
+        if reason and epoch < cfg.epochs:
+            stopped_early = reason
+            log(f"stopped after epoch {epoch}/{cfg.epochs}: {reason}")
+            break
 
     best_state = ckpt_io.load_checkpoint(best_path)
     model.load_state_dict(best_state["state_dict"])
     model.eval()
-    test = evaluate(model, data.test, data.spec, cfg.eval_batch_size, collect=True)
+    test = evaluate(model, data.test, data.spec, cfg.eval_batch_size, collect=True,
+                    amp_dtype=amp_dtype, run=run)
     return TrainResult(
         model=model, model_name=cfg.model, model_args=margs, n_params=n_params, history=history,
         best_epoch=best_epoch, best=best, test=test, best_path=best_path, last_path=last_path,

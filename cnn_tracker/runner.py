@@ -140,6 +140,9 @@ def run_training(
     finally:
         store.close()
     tracker.finish(exit_code=0)
+    # Not in summary.json (written before finish): for callers that measure tracking cost.
+    summary["perf/wandb_init_seconds"] = tracker.init_seconds
+    summary["perf/wandb_finish_seconds"] = tracker.finish_seconds
     if tracker.sync_dir is not None and not quiet:
         echo(f"offline run saved; upload it with: wandb sync {tracker.sync_dir}")
     return summary

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
@@ -28,6 +29,8 @@ class Tracker:
     run_name: str = ""
     files_dir: Path | None = None  # folder uploaded with the run (W&B run files), if any
     sync_dir: Path | None = None  # offline run folder to pass to `wandb sync`, if any
+    init_seconds: float = 0.0  # wall time of wandb.init (0 when disabled)
+    finish_seconds: float = 0.0  # wall time of finish(): flushing and closing the run
 
     def config(self) -> dict[str, Any]:
         """Hyperparameters as the tracker holds them (a sweep may have changed them)."""
@@ -67,6 +70,7 @@ class WandbTracker(Tracker):
         import wandb
 
         self._wandb = wandb
+        start = time.perf_counter()
         try:
             self.run = wandb.init(
                 project=settings.project,
@@ -83,6 +87,7 @@ class WandbTracker(Tracker):
                 f"W&B could not start the run in {mode} mode ({first_line(exc)}): check WANDB_API_KEY, "
                 "WANDB_ENTITY and the network, or use --mode offline and `wandb sync` later."
             ) from None
+        self.init_seconds = time.perf_counter() - start
         self.mode = mode
         self.run_id = self.run.id
         # Name and tags from the final config: a sweep may have changed model or dataset.
@@ -168,7 +173,9 @@ class WandbTracker(Tracker):
             self.run.summary[key] = value
 
     def finish(self, exit_code: int = 0) -> None:
+        start = time.perf_counter()
         self.run.finish(exit_code=exit_code)
+        self.finish_seconds = time.perf_counter() - start
 
 
 def make_tracker(cfg: TrainConfig, settings: RunSettings, mode: str) -> Tracker:

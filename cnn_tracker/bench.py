@@ -1,0 +1,426 @@
+"""``cnn-tracker bench``: how fast training is, measured side by side in one process.
+
+A benchmark harness, not a test. For one dataset it measures:
+
+1. **throughput**: train images/s of our trainer vs a *seed-style reference loop* written here
+   (torchvision dataset + DataLoader + per-sample ToTensor/Normalize, batch 32, Adam, a
+   ``loss.item()`` per batch), on the same model, alternating, median of the repeats;
+2. **time to a target test accuracy**: the ``fast`` preset vs the reference loop. Test accuracy is
+   read after every epoch, outside the timed part; the time is training time only (no data
+   loading, no evaluation) on both sides. The reference stops at the target or when its training
+   time passes ``reference_budget``; a reference that did not get there makes the ratio a lower
+   bound, and the output says so;
+3. **W&B overhead**: the same ``train`` run with tracking ``offline`` vs ``disabled``, alternating;
+   wall time excluding ``wandb.init`` and ``finish``, which are reported separately;
+4. **memory**: peak RSS of a ``cnn-tracker train --preset fast`` process (offline tracking), and
+   peak GPU memory of the time-to-target runs on CUDA.
+
+Nothing here asserts a time: tests run ``--quick`` on tiny data and check the report's shape.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+from .config import RunSettings, TrainConfig, make_config, preset_values
+from .data import Data, DatasetSpec, Split, _tv_class, get_spec, load_data, prepare
+from .engine import resolve_device, train
+from .models import build_model, model_args
+
+TARGETS = {"mnist": 0.99, "fashion-mnist": 0.9264}  # 0.9264 = seed 000's Fashion-MNIST result
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The seed-style loop's setup: the seeds' model, batch size and optimizer."""
+
+    model: str = "tinyvgg"
+    hidden_units: int = 10  # TinyVGG as the seeds' tutorial trains it
+    batch_size: int = 32
+    lr: float = 1e-3  # Adam
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    dataset: str = "mnist"
+    device: str = "auto"
+    repeats: int = 3  # throughput and W&B overhead: median of this many alternating runs
+    tta_repeats: int = 1  # time to target of the fast preset (seeds 0..n-1)
+    target: float | None = None  # default: TARGETS[dataset]
+    throughput_images: int = 12_800  # train images per throughput measurement
+    reference_budget: float = 900.0  # s of reference training before giving up on the target
+    reference_max_epochs: int = 30
+    overhead_epochs: int = 2  # epochs of the W&B overhead runs and of the peak-RSS run
+    overrides: tuple[tuple[str, str], ...] = ()  # --set key=value on top of the fast preset
+    reference: Reference = Reference()
+    quick: bool = False
+
+
+def quick_options(opts: BenchOptions) -> BenchOptions:
+    """The smallest run of every measurement (for tiny data and the test suite)."""
+    return dataclasses.replace(
+        opts, repeats=1, tta_repeats=1, throughput_images=256, reference_budget=60.0,
+        reference_max_epochs=1, overhead_epochs=1, quick=True,
+        overrides=(("epochs", "1"), ("val_size", "50"), ("log_misclassified", "4"),
+                   *opts.overrides),
+    )
+
+
+def fast_config(opts: BenchOptions, **extra: Any) -> TrainConfig:
+    """The fast preset for the dataset, with --set overrides, the device and ``extra``."""
+    values = {**preset_values("fast", opts.dataset), **dict(opts.overrides),
+              "device": opts.device, **extra}
+    return make_config(values, source="bench --set")
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+class _Quiet:
+    """An EpochSink that records nothing (the engine's tracker slot)."""
+
+    def log_metrics(self, metrics: dict[str, float], epoch: int) -> None: ...
+
+    def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None: ...
+
+    def log_batch(self, metrics: dict[str, float]) -> None: ...
+
+
+# --- the seed-style reference loop ------------------------------------------------------------
+
+
+def _reference_loaders(spec: DatasetSpec, root: Path, batch_size: int, seed: int):
+    """torchvision datasets with per-sample ToTensor + Normalize, as the seed projects load them."""
+    from torch.utils.data import DataLoader
+    from torchvision import transforms
+
+    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((spec.mean,), (spec.std,))])
+    cls = _tv_class(spec)
+    train_set = cls(str(root), train=True, transform=tf)
+    test_set = cls(str(root), train=False, transform=tf)
+    gen = torch.Generator().manual_seed(seed)
+    return (DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=gen),
+            DataLoader(test_set, batch_size=1000))
+
+
+def _reference_model(ref: Reference, device: torch.device, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ref.model, model_args(ref.model, ref.hidden_units, None)).to(device)
+
+
+def _reference_epoch(model, loader, opt, device, max_images: int | None = None) -> tuple[float, int]:
+    """One seed-style pass (or its first ``max_images``): (seconds, images)."""
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    seen, train_loss, train_correct = 0, 0.0, 0
+    start = time.perf_counter()
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        train_loss += loss.item()  # the seeds' per-batch bookkeeping (a host sync per batch)
+        train_correct += (logits.argmax(1) == y).sum().item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        seen += len(y)
+        if max_images is not None and seen >= max_images:
+            break
+    return time.perf_counter() - start, seen
+
+
+@torch.inference_mode()
+def _reference_test(model, loader, device) -> float:
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
+        total += len(y)
+    return correct / max(total, 1)
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+def _subset(split: Split, n: int) -> Split:
+    return Split(split.images[:n], split.labels[:n])
+
+
+def our_throughput(cfg: TrainConfig, data: Data, n_images: int, workdir: Path) -> float:
+    """Train images/s of the real trainer over one epoch of the first ``n_images`` images."""
+    small = dataclasses.replace(data, train=_subset(data.train, n_images), val=_subset(data.val, 256))
+    result = train(dataclasses.replace(cfg, epochs=1), small, _Quiet(),
+                   checkpoint_dir=workdir / "throughput")
+    return result.history[0]["perf/images_per_second"]
+
+
+def reference_throughput(ref: Reference, spec: DatasetSpec, root: Path, device: torch.device,
+                         n_images: int, seed: int = 0) -> float:
+    train_loader, _ = _reference_loaders(spec, root, ref.batch_size, seed)
+    model = _reference_model(ref, device, seed)
+    opt = torch.optim.Adam(model.parameters(), lr=ref.lr)
+    seconds, seen = _reference_epoch(model, train_loader, opt, device, max_images=n_images)
+    return seen / seconds
+
+
+def our_time_to_target(cfg: TrainConfig, data: Data, target: float, workdir: Path) -> dict[str, Any]:
+    """Train the fast config; read test accuracy after each epoch; stop once it reaches ``target``."""
+    by_epoch: list[float] = []
+
+    def check(epoch: int, evaluate_split: Callable[[Split], Any]) -> str:
+        by_epoch.append(evaluate_split(data.test).accuracy)
+        return "target reached" if by_epoch[-1] >= target else ""
+
+    result = train(cfg, data, _Quiet(), checkpoint_dir=workdir / f"tta-{cfg.seed}", after_epoch=check)
+    seconds = [h["perf/epoch_seconds"] for h in result.history]
+    reached = next((i for i, acc in enumerate(by_epoch) if acc >= target), None)
+    return {
+        "seed": cfg.seed,
+        "reached": reached is not None,
+        "epochs": (reached + 1) if reached is not None else len(by_epoch),
+        "seconds": sum(seconds[: reached + 1]) if reached is not None else sum(seconds),
+        "test_accuracy_by_epoch": [round(a, 4) for a in by_epoch],
+        "images_per_second": median([h["perf/images_per_second"] for h in result.history]),
+    }
+
+
+def reference_time_to_target(ref: Reference, spec: DatasetSpec, root: Path, device: torch.device,
+                             target: float, budget: float, max_epochs: int) -> dict[str, Any]:
+    train_loader, test_loader = _reference_loaders(spec, root, ref.batch_size, seed=0)
+    model = _reference_model(ref, device, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=ref.lr)
+    elapsed, by_epoch, images = 0.0, [], 0
+    while len(by_epoch) < max_epochs and elapsed < budget:
+        seconds, seen = _reference_epoch(model, train_loader, opt, device)
+        elapsed += seconds
+        images += seen
+        by_epoch.append(_reference_test(model, test_loader, device))
+        if by_epoch[-1] >= target:
+            break
+    return {
+        "reached": bool(by_epoch) and by_epoch[-1] >= target,
+        "epochs": len(by_epoch),
+        "seconds": elapsed,
+        "test_accuracy_by_epoch": [round(a, 4) for a in by_epoch],
+        "images_per_second": images / elapsed if elapsed else float("nan"),
+        "budget_seconds": budget,
+        "max_epochs": max_epochs,
+    }
+
+
+@contextmanager
+def _env(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def tracking_overhead(cfg: TrainConfig, root: Path, repeats: int, workdir: Path) -> dict[str, Any]:
+    """The same ``train`` run with W&B offline vs disabled, alternating; medians."""
+    from .runner import run_training
+
+    runs: dict[str, list[dict[str, float]]] = {"disabled": [], "offline": []}
+    wandb_dir = workdir / "wandb"
+    wandb_dir.mkdir(parents=True, exist_ok=True)
+    settings = lambda mode: RunSettings(project="cnn-tracker-bench", mode=mode, tags=("bench",))  # noqa: E731
+    with _env(WANDB_DIR=str(wandb_dir), WANDB_SILENT="true"):
+        # Untimed warm-up: the first run in a process pays one-time imports (plots, W&B SDK).
+        first = run_training(cfg, settings("offline"), data_dir=root, output_dir=workdir / "warmup",
+                             store_dir=workdir / "store", quiet=True)
+        for i in range(repeats):
+            for mode in ("disabled", "offline"):
+                start = time.perf_counter()
+                summary = run_training(
+                    cfg, settings(mode), data_dir=root, output_dir=workdir / f"{mode}-{i}", store_dir=workdir / "store",
+                    quiet=True,
+                )
+                wall = time.perf_counter() - start
+                init, finish = summary["perf/wandb_init_seconds"], summary["perf/wandb_finish_seconds"]
+                runs[mode].append({"wall_seconds": wall, "init_seconds": init,
+                                   "finish_seconds": finish,
+                                   "run_seconds": wall - init - finish,
+                                   "train_seconds": summary["perf/train_seconds"]})
+    off = median([r["run_seconds"] for r in runs["offline"]])
+    dis = median([r["run_seconds"] for r in runs["disabled"]])
+    return {
+        "epochs": cfg.epochs,
+        "disabled_seconds": dis,
+        "offline_seconds": off,
+        "overhead": off / dis - 1,
+        "init_seconds": median([r["init_seconds"] for r in runs["offline"]]),
+        "finish_seconds": median([r["finish_seconds"] for r in runs["offline"]]),
+        # The first W&B run of a process also starts the wandb-core service.
+        "first_init_seconds": first["perf/wandb_init_seconds"],
+        "first_finish_seconds": first["perf/wandb_finish_seconds"],
+        "runs": runs,
+    }
+
+
+def train_process_peak_rss(opts: BenchOptions, root: Path, workdir: Path) -> float:
+    """Peak RSS (MB) of a ``cnn-tracker train --preset fast`` process with offline tracking."""
+    cmd = [sys.executable, "-m", "cnn_tracker", "train", "--preset", "fast", "--dataset", opts.dataset,
+           "--device", opts.device, "--mode", "offline", "--quiet", "--data-dir", str(root),
+           "--output-dir", str(workdir / "rss-run"), "--store", str(workdir / "store")]
+    for key, value in opts.overrides:
+        cmd += [f"--{key}", value]
+    cmd += ["--epochs", str(opts.overhead_epochs)]  # memory does not grow with epochs
+    env = {**os.environ, "WANDB_DIR": str(workdir / "wandb"), "WANDB_SILENT": "true"}
+    (workdir / "wandb").mkdir(parents=True, exist_ok=True)
+    log = workdir / "rss-run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+        raise RuntimeError(f"the measured train process failed ({proc.returncode}): {' | '.join(tail)}")
+    return usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+# --- the whole bench --------------------------------------------------------------------------
+
+
+def run_bench(opts: BenchOptions, root: Path, echo: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Every measurement for ``opts.dataset``; the report as a JSON-ready dict."""
+    if opts.quick:
+        opts = quick_options(opts)
+    spec = get_spec(opts.dataset)
+    device = resolve_device(opts.device)
+    target = opts.target if opts.target is not None else TARGETS[opts.dataset]
+    fast = fast_config(opts)
+    ref = opts.reference
+    prepare(spec, root)
+    workdir = Path(tempfile.mkdtemp(prefix="cnn-tracker-bench-"))
+    try:
+        data = load_data(opts.dataset, root, val_size=fast.val_size, seed=0, device=device)
+        n_images = min(opts.throughput_images, len(data.train))
+        same_model = make_config({"model": ref.model, "hidden_units": ref.hidden_units,
+                                  "dropout": None, "batch_norm": False}, base=fast, source="bench")
+
+        echo(f"throughput: {ref.model} (hidden {ref.hidden_units}), {n_images} images x {opts.repeats}")
+        ours_ips, ref_ips = [], []
+        for _ in range(opts.repeats):  # alternating, so drifts in machine load hit both sides
+            ours_ips.append(our_throughput(same_model, data, n_images, workdir))
+            ref_ips.append(reference_throughput(ref, spec, root, device, n_images))
+        throughput = {
+            "model": ref.model, "hidden_units": ref.hidden_units, "images": n_images,
+            "ours": {"images_per_second": median(ours_ips), "batch_size": fast.batch_size,
+                     "runs": ours_ips},
+            "reference": {"images_per_second": median(ref_ips), "batch_size": ref.batch_size,
+                          "runs": ref_ips},
+        }
+        throughput["ratio"] = median(ours_ips) / median(ref_ips)
+
+        echo(f"time to {target:.2%} test accuracy: fast preset ({fast.model}) x {opts.tta_repeats}")
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        ours_runs = [our_time_to_target(dataclasses.replace(fast, seed=s), data, target, workdir)
+                     for s in range(opts.tta_repeats)]
+        gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+        echo(f"time to {target:.2%}: reference loop ({ref.model}, batch {ref.batch_size}), "
+             f"up to {opts.reference_budget:.0f} s")
+        ref_run = reference_time_to_target(ref, spec, root, device, target, opts.reference_budget,
+                                           opts.reference_max_epochs)
+        ours_reached = all(r["reached"] for r in ours_runs)
+        ours_seconds = median([r["seconds"] for r in ours_runs])
+        tta = {
+            "target": target,
+            "ours": {"model": fast.model, "config": dataclasses.asdict(fast), "reached": ours_reached,
+                     "seconds": ours_seconds, "epochs": median([r["epochs"] for r in ours_runs]),
+                     "runs": ours_runs},
+            "reference": {"model": ref.model, "hidden_units": ref.hidden_units,
+                          "batch_size": ref.batch_size, "optimizer": "adam", "lr": ref.lr, **ref_run},
+            # ours not reached: no claim; reference not reached: its time is a lower bound.
+            "ratio": ref_run["seconds"] / ours_seconds if ours_reached else None,
+            "ratio_is_lower_bound": ours_reached and not ref_run["reached"],
+        }
+
+        echo(f"W&B overhead: offline vs disabled, {opts.overhead_epochs} epochs x {opts.repeats}")
+        overhead = tracking_overhead(dataclasses.replace(fast, epochs=opts.overhead_epochs), root,
+                                     opts.repeats, workdir)
+        echo("peak RSS of a training process")
+        rss = train_process_peak_rss(opts, root, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "dataset": opts.dataset,
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "quick": opts.quick,
+        "repeats": opts.repeats,
+        "throughput": throughput,
+        "time_to_accuracy": tta,
+        "wandb": overhead,
+        "memory": {"train_peak_rss_mb": rss, "gpu_peak_mb": gpu_peak},
+    }
+
+
+def _ratio(value: float | None, lower_bound: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{'>= ' if lower_bound else ''}{value:.1f}x"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The bench report as a text table."""
+    tp, tta, wb, mem = (report["throughput"], report["time_to_accuracy"], report["wandb"],
+                        report["memory"])
+    ours, ref = tta["ours"], tta["reference"]
+
+    def reached(run: dict[str, Any]) -> str:
+        epochs = f"{run['epochs']:g} epoch{'s' if run['epochs'] != 1 else ''}"
+        return (f"{run['seconds']:.1f} s ({epochs})" if run["reached"]
+                else f"not reached ({run['seconds']:.1f} s, {epochs})")
+
+    rows = [
+        ("measurement", "ours", "reference", "ratio"),
+        (f"train images/s, {tp['model']} hidden {tp['hidden_units']}",
+         f"{tp['ours']['images_per_second']:,.0f} (batch {tp['ours']['batch_size']})",
+         f"{tp['reference']['images_per_second']:,.0f} (batch {tp['reference']['batch_size']})",
+         _ratio(tp["ratio"])),
+        (f"time to {tta['target']:.2%} test accuracy", f"{reached(ours)}, {ours['model']}",
+         f"{reached(ref)}, {ref['model']}", _ratio(tta["ratio"], tta["ratio_is_lower_bound"])),
+        (f"W&B run, {wb['epochs']} epoch{'s' if wb['epochs'] != 1 else ''} (excl. init/finish)",
+         f"offline {wb['offline_seconds']:.1f} s", f"disabled {wb['disabled_seconds']:.1f} s",
+         f"{wb['overhead']:+.1%}"),
+        ("wandb.init + finish", f"{wb['init_seconds']:.2f} + {wb['finish_seconds']:.2f} s",
+         f"first run in a process: {wb['first_init_seconds']:.2f} + {wb['first_finish_seconds']:.2f} s",
+         ""),
+        ("peak RSS, train process", f"{mem['train_peak_rss_mb']:,.0f} MB", "", ""),
+    ]
+    if mem["gpu_peak_mb"] is not None:
+        rows.append(("peak GPU memory, fast runs", f"{mem['gpu_peak_mb']:,.0f} MB", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = [f"bench: {report['dataset']} on {report['device']} ({report['device_name']}, torch "
+             f"{report['torch']}, {report['threads']} threads), medians of {report['repeats']}"
+             f"{', QUICK (tiny budget: not a measurement)' if report['quick'] else ''}"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.append(f"reference test accuracy by epoch: {ref['test_accuracy_by_epoch']}")
+    lines.append(f"ours (seed {ours['runs'][0]['seed']}) by epoch: {ours['runs'][0]['test_accuracy_by_epoch']}")
+    return "\n".join(lines)
