@@ -535,6 +535,79 @@ def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
 
 
 @cli.command()
+@click.argument("target", required=False)
+@click.option("--project", help="Every run of this project (local, or [entity/]project on W&B).")
+@click.option("--runs", "run_ids", help="These runs, comma-separated (local ids, or W&B entity/project/id).")
+@click.option("--by", help="Group by config keys, comma-separated (e.g. model or model,dataset): "
+              "mean ± std across each group's runs (seeds).")
+@click.option("--metric", default="val/accuracy", show_default=True,
+              help="The metric of the sweep chart (and a column, when not val/accuracy).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the table (compare.md/.csv/.json) and the PNG charts into this folder.")
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
+              default="table", show_default=True)
+@click.option("--all", "all_states", is_flag=True, help="Include runs that did not finish "
+              "(running, crashed, failed, killed); by default only finished and stopped runs.")
+@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity for a W&B project or sweep.")
+@_STORE_OPTION
+def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, entity, store_dir) -> None:
+    """Compare runs: one row per run (or per group with --by), and charts with --out.
+
+    TARGET is a sweep id (local, or entity/project/sweep_id on W&B). Without TARGET, --project or
+    --runs, every run in the local store is compared. Rows: model, dataset, parameter count, best
+    validation accuracy, test accuracy, epochs, training time (epochs only) and train images/s.
+    Charts: test accuracy and training time per group (seed 001's accuracy-vs-model chart), and
+    for a sweep the metric against each swept parameter.
+    """
+    from .board import searched_parameters
+    from .compare import (DONE, build_table, chart_models, chart_parameters, local_rows, render,
+                          wandb_rows)
+
+    ids = [r.strip() for r in run_ids.split(",") if r.strip()] if run_ids else None
+    keys = [k.strip() for k in by.split(",") if k.strip()] if by else None
+    for key in keys or []:
+        if key not in KEYS:
+            raise unknown_key_error(key, "--by")
+    store = _store(store_dir)
+    remote = any("/" in x for x in [target or "", project or "", *(ids or [])])
+    rows, sweep_config, where = [], None, ""
+    if not remote:
+        rows = local_rows(store, sweep=target, project=project, run_ids=ids, metric=metric) \
+            if (target is None or store.find_sweep(target) is not None) else []
+        if target is not None and store.find_sweep(target) is not None:
+            sweep_config = store.sweep(target).config
+        where = f"local store {store.root}"
+        if not rows and (target or project):
+            _cloud_or_fail(f"'{target or project}' (no runs)", store)
+            remote = True
+    if remote:
+        rows, sweep_config = wandb_rows(sweep=target, project=project, run_ids=ids, entity=entity,
+                                        metric=metric)
+        where = "W&B"
+    if not all_states:
+        rows = [r for r in rows if r.state in DONE]
+    if not rows:
+        raise UserError(f"no {'finished ' if not all_states else ''}runs to compare in {where}"
+                        f"{' for ' + (target or project) if target or project else ''}: train some "
+                        "first, or pass --all to include unfinished runs.")
+    table = build_table(rows, keys, metric)
+    click.echo(render(table, fmt))
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name, form in (("compare.md", "markdown"), ("compare.csv", "csv"), ("compare.json", "json")):
+            (out_dir / name).write_text(render(table, form) + "\n", encoding="utf-8")
+        label = target or project or f"{len(rows)} runs"
+        charts = [chart_models(rows, keys or ["model"], out_dir / "compare.png",
+                               f"{label}: {len(rows)} runs")]
+        params = searched_parameters(sweep_config) if sweep_config else []
+        if params:
+            charts.append(chart_parameters(rows, params, metric, out_dir / "parameters.png",
+                                           f"sweep {target}: {metric} by parameter"))
+        click.echo(f"wrote {', '.join(str(p) for p in charts)} and compare.md/.csv/.json in {out_dir}",
+                   err=True)
+
+
+@cli.command()
 @click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)

@@ -75,7 +75,9 @@ class WandbTracker(Tracker):
             self.run = wandb.init(
                 project=settings.project,
                 entity=settings.entity,
-                group=settings.group,
+                # Runs of a sweep are grouped by it on the dashboard (the offline agent sets
+                # WANDB_RUN_GROUP itself; W&B's own agent sets WANDB_SWEEP_ID).
+                group=settings.group or os.environ.get("WANDB_SWEEP_ID") or None,
                 name=settings.name,
                 notes=settings.notes,
                 job_type=job_type,
