@@ -245,34 +245,51 @@ def render(table: dict[str, Any], fmt: str) -> str:
 
 
 def chart_models(rows: list[Row], by: list[str], path: Path, title: str) -> Path:
-    """Seed 001's chart: test accuracy per group (bars, std error bars) next to training time."""
+    """Seed 001's chart: test accuracy per group (bars, std error bars) next to training time.
+
+    Bars are placed by the first ``by`` key; a second key (e.g. dataset) gets side-by-side bars
+    in its own colour; further keys are folded into the bar labels.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     groups = group_rows([r for r in rows if r.numbers.get("test_accuracy") is not None], by)
-    labels = ["\n".join(str(v) for v in g.key) for g in groups]
-    acc = [g.stats("test_accuracy") for g in groups]
-    secs = [g.stats("train_seconds") for g in groups]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(8, 1.3 * len(groups) * 2), 4.2))
-    x = range(len(groups))
-    ax1.bar(x, [100 * (m or 0) for m, _ in acc], yerr=[100 * (s or 0) for _, s in acc],
-            capsize=4, color="#4c72b0")
+    xs = list(dict.fromkeys(str(g.key[0]) for g in groups))
+    hues = list(dict.fromkeys(" / ".join(str(k) for k in g.key[1:]) for g in groups))
+    width = 0.8 / max(1, len(hues))
+    colors = plt.get_cmap("tab10").colors
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(9, 1.6 * len(xs) * 2), 4.2))
+    low = 100.0
+    for h, hue in enumerate(hues):
+        for ax, key, scale in ((ax1, "test_accuracy", 100), (ax2, "train_seconds", 1)):
+            pos, means, errs = [], [], []
+            for g in groups:
+                if " / ".join(str(k) for k in g.key[1:]) != hue:
+                    continue
+                mean, std = g.stats(key)
+                if mean is None:
+                    continue
+                pos.append(xs.index(str(g.key[0])) + (h - (len(hues) - 1) / 2) * width)
+                means.append(scale * mean)
+                errs.append(scale * (std or 0))
+            if key == "test_accuracy":
+                low = min([low, *means])
+            bars = ax.bar(pos, means, width * 0.95, yerr=errs, capsize=3, color=colors[h % 10],
+                          label=hue or None)
+            ax.bar_label(bars, fmt="%.2f" if key == "test_accuracy" else "%.0f", fontsize=7,
+                         padding=2)
+    ax1.set_ylim(max(0, low - 8), 100.5)
     ax1.set_ylabel("test accuracy (%)")
-    low = min((100 * m for m, _ in acc if m is not None), default=0)
-    ax1.set_ylim(max(0, low - 10), 100)
-    ax2.bar(x, [m or 0 for m, _ in secs], yerr=[s or 0 for _, s in secs], capsize=4, color="#dd8452")
-    ax2.set_ylabel("training time (s)")
-    for ax, stats, fmt in ((ax1, acc, "{:.2f}"), (ax2, secs, "{:.0f}")):
-        ax.set_xticks(list(x), labels, fontsize=8)
-        for i, (m, _) in enumerate(stats):
-            if m is not None:
-                value = 100 * m if ax is ax1 else m
-                ax.annotate(fmt.format(value), (i, value), ha="center", va="bottom", fontsize=7,
-                            xytext=(0, 2), textcoords="offset points")
-    ax1.set_title(f"test accuracy by {', '.join(by)}")
-    ax2.set_title("training time (epochs only)")
+    ax2.set_ylabel("training time (s, epochs only)")
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_xlabel(by[0])
+        if len(hues) > 1:
+            ax.legend(fontsize=8, title=" / ".join(by[1:]), title_fontsize=8)
+    ax1.set_title("test accuracy (mean ± std over runs)")
+    ax2.set_title("training time (mean ± std over runs)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
