@@ -5,6 +5,8 @@ Everything here needs a W&B server; tests replace ``wandb.sweep`` / ``wandb.Api`
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +57,13 @@ def _metric_of(config: dict[str, Any]) -> tuple[str, str]:
     return str(metric.get("name", "val/accuracy")), str(metric.get("goal", "maximize"))
 
 
-def _number(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A finite float from a W&B summary value (also ``{"max": x}`` forms), else None."""
     if isinstance(value, dict):  # a define_metric summary such as {"max": x}
         value = value.get("max", value.get("min", value.get("last")))
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def _run_row(run, params: list[str], metric: str) -> dict[str, Any]:
@@ -66,9 +71,9 @@ def _run_row(run, params: list[str], metric: str) -> dict[str, Any]:
     return {
         "id": run.id, "name": run.name, "state": run.state,
         "params": {k: run.config.get(k) for k in params},
-        "metric": _number(summary.get(metric)),
+        "metric": number(summary.get(metric)),
         "epochs": summary.get("epoch"),
-        "test/accuracy": _number(summary.get("test/accuracy")),
+        "test/accuracy": number(summary.get("test/accuracy")),
     }
 
 
@@ -121,7 +126,7 @@ def best_run(target: str, metric: str | None, goal: str | None, entity: str | No
             raise UserError(f"W&B project '{target}' cannot be read ({first_line(exc)}).") from None
     if run is None:
         scored = [(v, r) for r in candidates if r.state in ("finished", "running")
-                  and (v := _number(dict(r.summary_metrics or {}).get(metric))) is not None]
+                  and (v := number(dict(r.summary_metrics or {}).get(metric))) is not None]
         if not scored:
             raise UserError(f"no run of '{target}' has the metric '{metric}' yet.")
         pick = max if goal.startswith("max") else min
@@ -132,8 +137,8 @@ def best_run(target: str, metric: str | None, goal: str | None, entity: str | No
     return {
         "source": "wandb", "target": target, "run_id": run.id, "run_name": run.name,
         "state": run.state, "config": {k: v for k, v in dict(run.config).items() if not k.startswith("_")},
-        "metric": {"name": metric, "goal": goal, "value": _number(summary.get(metric))},
-        "metrics": {k: v for k, v in summary.items() if _number(v) is not None and not k.startswith("_")},
+        "metric": {"name": metric, "goal": goal, "value": number(summary.get(metric))},
+        "metrics": {k: v for k, v in summary.items() if number(v) is not None and not k.startswith("_")},
         "checkpoint": f"{entity_ + '/' if entity_ else ''}{project}/model-{run.id}:best",
     }
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .board import default_goal
+from .cloud import number
 from .errors import UserError
+from .reports import pyplot, save_figure
 from .store import Run, Store
 
 # (key, column title) of the numbers each row carries, in display order.
@@ -58,34 +60,22 @@ class Group:
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, dict):  # a define_metric summary such as {"max": x}
-        value = value.get("max", value.get("min", value.get("last")))
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _goal(metric: str) -> str:
-    return "minimize" if "loss" in metric or "seconds" in metric else "maximize"
-
-
 # --- sources ----------------------------------------------------------------------------------
 
 
 def row_from_store(run: Run, metric: str) -> Row:
     s = run.summary
     per_epoch = [h["perf/images_per_second"] for h in run.history if "perf/images_per_second" in h]
-    train_seconds = _finite(s.get("perf/train_seconds"))
+    train_seconds = number(s.get("perf/train_seconds"))
     if train_seconds is None and run.history:
         train_seconds = sum(h.get("perf/epoch_seconds", 0.0) for h in run.history)
     return Row(
         id=run.id, name=run.name or run.id, state=run.state, config=dict(run.config),
-        sweep=run.sweep_id, metric=run.best_metric(metric, _goal(metric)),
+        sweep=run.sweep_id, metric=run.best_metric(metric, default_goal(metric)),
         numbers={
-            "n_params": _finite(s.get("model/n_params")),
-            "best_val_accuracy": _finite(s.get("best/val_accuracy")) or run.best_metric("val/accuracy", "maximize"),
-            "test_accuracy": _finite(s.get("test/accuracy")),
+            "n_params": number(s.get("model/n_params")),
+            "best_val_accuracy": number(s.get("best/val_accuracy")) or run.best_metric("val/accuracy", "maximize"),
+            "test_accuracy": number(s.get("test/accuracy")),
             "epochs": float(run.epochs) if run.epochs else None,
             "train_seconds": train_seconds,
             "images_per_second": statistics.median(per_epoch) if per_epoch else None,
@@ -118,14 +108,14 @@ def row_from_wandb(run: Any, metric: str) -> Row:
     sweep = getattr(run, "sweep", None)
     return Row(
         id=run.id, name=run.name or run.id, state=run.state, config=config,
-        sweep=getattr(sweep, "id", None), metric=_finite(s.get(metric)),
+        sweep=getattr(sweep, "id", None), metric=number(s.get(metric)),
         numbers={
-            "n_params": _finite(s.get("model/n_params")),
-            "best_val_accuracy": _finite(s.get("best/val_accuracy")) or _finite(s.get("val/accuracy")),
-            "test_accuracy": _finite(s.get("test/accuracy")),
-            "epochs": _finite(s.get("epoch")),
-            "train_seconds": _finite(s.get("perf/train_seconds")),
-            "images_per_second": _finite(s.get("perf/images_per_second")),  # the last epoch's
+            "n_params": number(s.get("model/n_params")),
+            "best_val_accuracy": number(s.get("best/val_accuracy")) or number(s.get("val/accuracy")),
+            "test_accuracy": number(s.get("test/accuracy")),
+            "epochs": number(s.get("epoch")),
+            "train_seconds": number(s.get("perf/train_seconds")),
+            "images_per_second": number(s.get("perf/images_per_second")),  # the last epoch's
         },
     )
 
@@ -250,11 +240,7 @@ def chart_models(rows: list[Row], by: list[str], path: Path, title: str) -> Path
     Bars are placed by the first ``by`` key; a second key (e.g. dataset) gets side-by-side bars
     in its own colour; further keys are folded into the bar labels.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = group_rows([r for r in rows if r.numbers.get("test_accuracy") is not None], by)
     xs = list(dict.fromkeys(str(g.key[0]) for g in groups))
     hues = list(dict.fromkeys(" / ".join(str(k) for k in g.key[1:]) for g in groups))
@@ -292,19 +278,12 @@ def chart_models(rows: list[Row], by: list[str], path: Path, title: str) -> Path
     ax2.set_title("training time (mean ± std over runs)")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def chart_parameters(rows: list[Row], params: list[str], metric: str, path: Path, title: str) -> Path:
     """The metric against each swept parameter (one scatter per parameter)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     rows = [r for r in rows if r.metric is not None]
     n = max(1, len(params))
     cols = min(3, n)
@@ -312,7 +291,7 @@ def chart_parameters(rows: list[Row], params: list[str], metric: str, path: Path
                              squeeze=False)
     for ax, name in zip(axes.flat, params):
         values = [r.config.get(name) for r in rows]
-        numeric = all(_finite(v) is not None for v in values)
+        numeric = all(number(v) is not None for v in values)
         if numeric:
             xs = [float(v) for v in values]
             if min(xs, default=0) > 0 and max(xs, default=0) / max(min(xs, default=1), 1e-300) > 50:
@@ -328,7 +307,4 @@ def chart_parameters(rows: list[Row], params: list[str], metric: str, path: Path
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -110,7 +110,7 @@ def text_tables(report: TestReport) -> str:
 
 # ---------------------------------------------------------------- plots (matplotlib, Agg backend)
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -119,17 +119,18 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG through a temp file and a rename, then close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
     tmp.replace(path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
     for split, style in (("train", "-o"), ("val", "-s")):
@@ -142,11 +143,11 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
         ax.legend()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion(report: TestReport, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     cm = report.confusion()
     k = len(report.class_names)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
@@ -161,11 +162,11 @@ def plot_confusion(report: TestReport, path: Path) -> Path:
         for p in range(k):
             ax.text(p, t, str(cm[t, p]), ha="center", va="center", fontsize=7,
                     color="white" if cm[t, p] > threshold else "black")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _grid(images, titles, colors, path: Path, suptitle: str, cols: int = 8) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     n = max(len(images), 1)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.5, rows * 1.75), squeeze=False)
@@ -177,7 +178,7 @@ def _grid(images, titles, colors, path: Path, suptitle: str, cols: int = 8) -> P
     if not len(images):
         axes.flat[0].text(0.5, 0.5, "none", ha="center", va="center")
     fig.suptitle(suptitle, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_misclassified(report: TestReport, path: Path, limit: int = 32) -> Path:
@@ -203,14 +204,14 @@ def plot_predictions(report: TestReport, path: Path, n: int = 16, seed: int = 0)
 
 
 def plot_errors_per_batch(report: TestReport, batch_size: int, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     counts = report.errors_per_batch(batch_size)
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.bar(range(1, len(counts) + 1), counts, color="tab:red")
     ax.set(xlabel=f"test batch (size {batch_size})", ylabel="misclassified",
            title=f"misclassifications per test batch (total {sum(counts)})")
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(report: TestReport, history: list[dict[str, float]] | None, out_dir: Path,
