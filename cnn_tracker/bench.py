@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from .config import RunSettings, TrainConfig, make_config, preset_values
-from .data import Data, DatasetSpec, Split, _tv_class, get_spec, load_data, prepare
+from .data import Data, DatasetSpec, Split, get_spec, load_data, prepare, tv_class
 from .engine import resolve_device, train
 from .models import build_model, model_args
 
@@ -81,10 +81,9 @@ def quick_options(opts: BenchOptions) -> BenchOptions:
     )
 
 
-def fast_config(opts: BenchOptions, **extra: Any) -> TrainConfig:
-    """The fast preset for the dataset, with --set overrides, the device and ``extra``."""
-    values = {**preset_values("fast", opts.dataset), **dict(opts.overrides),
-              "device": opts.device, **extra}
+def fast_config(opts: BenchOptions) -> TrainConfig:
+    """The fast preset for the dataset, with the --set overrides and the device."""
+    values = {**preset_values("fast", opts.dataset), **dict(opts.overrides), "device": opts.device}
     return make_config(values, source="bench --set")
 
 
@@ -111,7 +110,7 @@ def _reference_loaders(spec: DatasetSpec, root: Path, batch_size: int, seed: int
     from torchvision import transforms
 
     tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((spec.mean,), (spec.std,))])
-    cls = _tv_class(spec)
+    cls = tv_class(spec)
     train_set = cls(str(root), train=True, transform=tf)
     test_set = cls(str(root), train=False, transform=tf)
     gen = torch.Generator().manual_seed(seed)

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from . import __version__, env
-from .config import KEYS, PRESETS, TrainConfig, RunSettings, WANDB_MODES, config_from_sources, unknown_key_error
+from .config import DATASETS, KEYS, MODELS, PRESETS, TrainConfig, RunSettings, WANDB_MODES, config_from_sources, unknown_key_error
 from .errors import UserError, closest
 from .store import DEFAULT_STORE, STORE_VAR
 
@@ -572,10 +572,10 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
     remote = any("/" in x for x in [target or "", project or "", *(ids or [])])
     rows, sweep_config, where = [], None, ""
     if not remote:
-        rows = local_rows(store, sweep=target, project=project, run_ids=ids, metric=metric) \
-            if (target is None or store.find_sweep(target) is not None) else []
-        if target is not None and store.find_sweep(target) is not None:
-            sweep_config = store.sweep(target).config
+        local_sweep = store.find_sweep(target) if target is not None else None
+        if target is None or local_sweep is not None:
+            rows = local_rows(store, sweep=target, project=project, run_ids=ids, metric=metric)
+            sweep_config = local_sweep.config if local_sweep is not None else None
         where = f"local store {store.root}"
         if not rows and (target or project):
             _cloud_or_fail(f"'{target or project}' (no runs)", store)
@@ -608,7 +608,7 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
 
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["mnist", "fashion-mnist"]), default="mnist",
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist",
               show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
@@ -619,7 +619,7 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
               help="Test accuracy to reach [default: 0.99 mnist, 0.9264 fashion-mnist].")
 @click.option("--reference-budget", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds of reference-loop training before it gives up on the target.")
-@click.option("--reference-model", type=click.Choice(["mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet"]),
+@click.option("--reference-model", type=click.Choice(MODELS),
               default="tinyvgg", show_default=True, help="Model of the seed-style reference loop.")
 @click.option("--reference-hidden", type=click.IntRange(1, 4096), default=10, show_default=True,
               help="hidden_units of the reference model (the throughput comparison uses it too).")

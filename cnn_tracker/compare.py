@@ -30,7 +30,6 @@ NUMBERS = (
     ("train_seconds", "train s"),
     ("images_per_second", "images/s"),
 )
-FORMATS = ("table", "markdown", "csv", "json")
 DONE = ("finished", "stopped")
 
 

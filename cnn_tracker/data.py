@@ -64,7 +64,7 @@ def get_spec(name: str) -> DatasetSpec:
         ) from None
 
 
-def _tv_class(spec: DatasetSpec):
+def tv_class(spec: DatasetSpec):
     import torchvision.datasets
 
     return getattr(torchvision.datasets, spec.folder)
@@ -76,7 +76,7 @@ def raw_folder(spec: DatasetSpec, root: Path) -> Path:
 
 def raw_files(spec: DatasetSpec) -> list[tuple[str, str]]:
     """(``.gz`` file name, md5) of each raw file, from torchvision's own resource list."""
-    return [(url.rpartition("/")[2], md5) for url, md5 in _tv_class(spec).resources]
+    return [(url.rpartition("/")[2], md5) for url, md5 in tv_class(spec).resources]
 
 
 def _is_extracted(spec: DatasetSpec, root: Path) -> bool:
@@ -175,7 +175,7 @@ def prepare(spec: DatasetSpec, root: Path, mirror: Path | None = None) -> None:
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
         # torchvision prints its progress on stdout; keep stdout for our own (--json) output.
         with contextlib.redirect_stdout(sys.stderr):
-            _tv_class(spec)(str(root), train=True, download=True)
+            tv_class(spec)(str(root), train=True, download=True)
     except OSError as exc:
         if isinstance(exc, PermissionError):
             raise DataError(f"cannot write into the data root {root}: choose a writable "
@@ -204,7 +204,7 @@ def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor
     prepare(spec, root)
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            ds = _tv_class(spec)(str(root), train=train, download=False)
+            ds = tv_class(spec)(str(root), train=train, download=False)
         images, labels = ds.data, ds.targets
     except _READ_ERRORS as exc:
         raise _unreadable_error(spec, root, exc) from None
