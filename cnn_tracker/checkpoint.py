@@ -89,14 +89,17 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+        # torch names weights_only in every unpickling error; only this one means pickled code.
+        if "Unsupported global" in str(exc):
             raise CheckpointError(
                 f"checkpoint '{p}' contains pickled code or objects, which are refused for safety "
                 "(loaded with weights_only=True). Only load files from sources you trust, and "
                 "re-save them as a cnn-tracker checkpoint."
             ) from None
+        # (torch's own text here suggests weights_only=False: exactly what must not be done.)
         raise CheckpointError(
-            f"checkpoint '{p}' is corrupted or not a PyTorch file ({first_line(exc)})."
+            f"checkpoint '{p}' is corrupted, truncated or not a PyTorch file (it does not unpickle "
+            "as tensors and plain data): use another copy (e.g. re-download the W&B artifact)."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(

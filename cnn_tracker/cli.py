@@ -116,8 +116,8 @@ def _extra_values(extra: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _train(config_file, preset, project, entity, group, name, tags, notes, mode, data_dir, output_dir,
-           store, quiet, extra, **hyper):
-    from .runner import run_training
+           store, quiet, resume, extra, **hyper):
+    from .runner import RunPreempted, run_training
 
     cli_values = {**_extra_values(extra), **{k: v for k, v in hyper.items() if v is not None}}
     cfg = config_from_sources(config_file, cli_values, preset)
@@ -127,8 +127,13 @@ def _train(config_file, preset, project, entity, group, name, tags, notes, mode,
         tags=tuple(t.strip() for chunk in tags for t in chunk.split(",") if t.strip()),
         notes=notes, mode=mode,
     )
-    run_training(cfg, settings, data_dir=env.data_dir(data_dir), output_dir=output_dir,
-                 store_dir=store, quiet=quiet)
+    try:
+        run_training(cfg, settings, data_dir=env.data_dir(data_dir), output_dir=output_dir,
+                     store_dir=store, quiet=quiet, resume=resume,
+                     options_given=bool(config_file or preset or cli_values))
+    except RunPreempted as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
 
 
 train = TrainCommand(
@@ -138,7 +143,9 @@ train = TrainCommand(
         "Train one model with W&B tracking (offline unless an API key is configured).\n\n"
         "Hyperparameters: defaults < --preset < --config FILE.yaml < --key value options (or key=value / a "
         "JSON object as arguments) < a W&B sweep's values in wandb.config. Every run is also "
-        "recorded in the local run store. Example:\n\n"
+        "recorded in the local run store.\n\n"
+        "SIGTERM or Ctrl-C stops at the next batch with a resumable checkpoint (exit 128+signal, "
+        "the W&B run marked preempting); `--resume RUN_ID` continues it. Example:\n\n"
         "\b\n  cnn-tracker train --dataset fashion-mnist --model tinyvgg --epochs 10 --lr=0.002"
     ),
     params=[
@@ -160,6 +167,10 @@ train = TrainCommand(
                      help="Folder for checkpoints, plots and summary.json [default: outputs/<run name>]."),
         click.Option(["--store"], help=f"Local run store folder [default: {STORE_VAR} or ./{DEFAULT_STORE}]."),
         click.Option(["--quiet", "-q"], is_flag=True, help="Print nothing but errors."),
+        click.Option(["--resume"], metavar="PATH_OR_RUN",
+                     help="Continue a stopped run: its run id, output folder, or resume.pt/last.pt. "
+                          "It keeps its saved config (only device, log_every, log_misclassified "
+                          "and eval_batch_size may change)."),
         click.Argument(["extra"], nargs=-1),
         # `cnn-tracker train ... --debug` works too; main() reads it from argv.
         click.Option(["--debug"], is_flag=True, hidden=True, expose_value=False),
@@ -249,7 +260,8 @@ def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plot
 
 @cli.command()
 @click.argument("checkpoint")
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True,  # inference.load_image reports each problem
+                type=click.Path(path_type=Path, readable=False))
 @click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -668,7 +680,9 @@ def main() -> None:
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # one line per epoch, also in agent logs
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:  # click returns the code of an Exit it caught
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)

@@ -113,6 +113,13 @@ def copy_from_mirror(spec: DatasetSpec, root: Path, mirror: Path) -> list[Path]:
             + (f" (and {len(missing) - 1} more files)" if len(missing) > 1 else "")
             + f": a mirror must hold {spec.folder}/raw/*.gz as torchvision names them."
         )
+    # Every source is checked before anything is created: a bad mirror leaves the root untouched.
+    for gz, md5 in raw_files(spec):
+        if not check_integrity(str(src_dir / gz), md5):
+            raise DataError(
+                f"{src_dir / gz} is corrupted (its md5 is not torchvision's {md5}): replace it with "
+                "the original file."
+            )
     dst_dir = raw_folder(spec, root)
     try:
         dst_dir.mkdir(parents=True, exist_ok=True)
@@ -122,11 +129,6 @@ def copy_from_mirror(spec: DatasetSpec, root: Path, mirror: Path) -> list[Path]:
     copied = []
     for gz, md5 in raw_files(spec):
         src, dst = src_dir / gz, dst_dir / gz
-        if not check_integrity(str(src), md5):
-            raise DataError(
-                f"{src} is corrupted (its md5 is not torchvision's {md5}): replace it with the "
-                "original file."
-            )
         if dst.is_file() and check_integrity(str(dst), md5):
             continue
         tmp = dst.with_name(dst.name + ".partial")
@@ -341,10 +343,15 @@ def train_batches(
     batch_size: int,
     generator: torch.Generator,
     augment: bool,
+    start_batch: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, (augmented,) normalized batches; the last partial batch is kept."""
+    """Shuffled, (augmented,) normalized batches; the last partial batch is kept.
+
+    The whole epoch's draws are made first, so ``start_batch`` (a resumed epoch) skips batches
+    without changing the ones that follow.
+    """
     plan = EpochPlan(len(split), generator, augment, spec.hflip, split.images.device)
-    for start in range(0, len(split), batch_size):
+    for start in range(start_batch * batch_size, len(split), batch_size):
         idx = plan.order[start : start + batch_size]
         images = split.images[idx]
         if plan.shifts is not None:

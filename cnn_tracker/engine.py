@@ -64,6 +64,29 @@ class TrainResult:
     train_seconds: float  # epochs only (no data loading, no test evaluation)
     device: str
     stopped_early: str = ""  # why training ended before cfg.epochs (early termination), if it did
+    resumed_from: str = ""  # "epoch E, batch B" when this run continued a resume checkpoint
+
+
+class Preempted(Exception):
+    """Training stopped on a signal; a resumable checkpoint was written first."""
+
+    def __init__(self, signum: int, path: Path, epoch: int, batch: int, steps_per_epoch: int):
+        super().__init__(f"stopped by signal {signum} at epoch {epoch}, batch {batch}/{steps_per_epoch}")
+        self.signum, self.path, self.epoch, self.batch = signum, path, epoch, batch
+        self.steps_per_epoch = steps_per_epoch
+
+
+def _rng_states(device: torch.device) -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def _set_rng_states(states: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"], device)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -201,6 +224,9 @@ def train(
     log: Callable[[str], None] = lambda line: None,
     should_stop: Callable[[int, dict[str, float]], str] | None = None,
     after_epoch: Callable[[int, Callable[[Split], EvalResult]], str] | None = None,
+    stop_signal: Callable[[], int] | None = None,
+    resume: dict[str, Any] | None = None,
+    run_info: Callable[[], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``data``; select by val accuracy; evaluate test once on the best.
 
@@ -211,6 +237,15 @@ def train(
     ``after_epoch(epoch, evaluate_split)`` is for measurement (the bench): called after each epoch,
     outside the timed part, with a function that evaluates the current weights on a split; a
     non-empty answer ends training like ``should_stop``.
+
+    Preemption: ``stop_signal()`` is polled after every batch; a non-zero answer (the signal
+    number) writes ``resume.pt`` (weights, optimizer, scheduler, grad scaler, RNG states, the
+    position inside the epoch, history and best so far) and raises :class:`Preempted`.
+    ``last.pt`` carries the same resume state at every epoch end, so even a killed run can
+    continue from its last epoch. ``resume`` (the ``"resume"`` section of either file, with the
+    file's ``state_dict``) continues such a run exactly where it stopped: with the same seed in
+    deterministic mode the result equals an uninterrupted run. ``run_info`` (the tracker's run id,
+    name, ...) is stored in the resume section for ``train --resume``.
     """
     device = data.train.images.device
     set_determinism(cfg)
@@ -226,6 +261,7 @@ def train(
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed + 1)
     best_path, last_path = checkpoint_dir / "best.pt", checkpoint_dir / "last.pt"
+    resume_path = checkpoint_dir / "resume.pt"
 
     history: list[dict[str, float]] = []
     best: dict[str, float] = {}
@@ -233,13 +269,54 @@ def train(
     train_seconds = 0.0
     global_step = 0
     stopped_early = ""
-    for epoch in range(1, cfg.epochs + 1):
+    start_epoch, start_batch, partial = 1, 0, None
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        opt.load_state_dict(resume["optimizer"])
+        if sched is not None and resume.get("scheduler") is not None:
+            sched.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        history = [dict(h) for h in resume["history"]]
+        best, best_epoch = dict(resume["best"]), int(resume["best_epoch"])
+        global_step, train_seconds = int(resume["global_step"]), float(resume["train_seconds"])
+        start_epoch, start_batch, partial = int(resume["epoch"]), int(resume["batch"]), resume["partial"]
+        shuffle_gen.set_state(resume["rng"]["epoch_start"])
+        _set_rng_states(resume["rng"], device)
+        log(f"resuming at epoch {start_epoch}, batch {start_batch}/{steps_per_epoch}")
+
+    def resume_state(epoch: int, batch: int, epoch_start: torch.Tensor, sums: tuple, seconds: float):
+        """The ``"resume"`` section: continue at ``batch`` (batches done) of ``epoch``."""
+        return {
+            "epoch": epoch, "batch": batch, "steps_per_epoch": steps_per_epoch,
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "scaler": scaler.state_dict(),
+            "rng": {**_rng_states(device), "epoch_start": epoch_start},
+            "partial": {"loss_sum": sums[0].detach().cpu(), "correct": sums[1].detach().cpu(),
+                        "seconds": seconds},
+            "history": history, "best": best, "best_epoch": best_epoch,
+            "global_step": global_step, "train_seconds": train_seconds,
+            "run": run_info() if run_info is not None else {},
+        }
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
         model.train()
+        first = start_batch if epoch == start_epoch else 0
         bar = _progress(steps_per_epoch, epoch, cfg.epochs, progress)
+        if bar is not None and first:
+            bar.update(first)
+        epoch_start = shuffle_gen.get_state()  # the epoch's shuffling and augmentation draws
         start = time.perf_counter()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        for x, y in train_batches(data.train, data.spec, cfg.batch_size, shuffle_gen, cfg.augment):
+        before = 0.0  # seconds of this epoch spent before a resume
+        if first and partial is not None:
+            loss_sum += partial["loss_sum"].to(device)
+            correct += partial["correct"].to(device)
+            before = float(partial["seconds"])
+        batch = first
+        for x, y in train_batches(data.train, data.spec, cfg.batch_size, shuffle_gen, cfg.augment,
+                                  start_batch=first):
             with autocast(device, amp_dtype):
                 logits = run(x)
                 loss = criterion(logits.float(), y)
@@ -253,14 +330,26 @@ def train(
             loss_sum += loss.detach() * len(y)
             correct += (logits.detach().argmax(1) == y).sum()
             global_step += 1
+            batch += 1
             if cfg.log_every and global_step % cfg.log_every == 0:  # opt-in: one host sync
                 tracker.log_batch({"trainer/global_step": global_step, "batch/loss": loss.item(),
                                    "batch/lr": opt.param_groups[0]["lr"]})
             if bar is not None:
                 bar.update()
+            signum = stop_signal() if stop_signal is not None else 0
+            if signum:
+                if bar is not None:
+                    bar.close()
+                seconds = before + time.perf_counter() - start
+                train_seconds += time.perf_counter() - start
+                state = ckpt_io.make_checkpoint(model, cfg.model, margs, cfg, data.spec, epoch - 1,
+                                                history[-1] if history else {})
+                state["resume"] = resume_state(epoch, batch, epoch_start, (loss_sum, correct), seconds)
+                ckpt_io.atomic_save(state, resume_path)
+                raise Preempted(signum, resume_path, epoch, batch, steps_per_epoch)
         train_loss = float(loss_sum) / len(data.train)
-        epoch_time = time.perf_counter() - start
-        train_seconds += epoch_time
+        epoch_time = before + time.perf_counter() - start
+        train_seconds += time.perf_counter() - start
         if bar is not None:
             bar.close()
         val = evaluate(model, data.val, data.spec, cfg.eval_batch_size, amp_dtype=amp_dtype, run=run)
@@ -277,13 +366,17 @@ def train(
         history.append(metrics)
         tracker.log_metrics(metrics, epoch)
         improved = not best or val.accuracy > best["val/accuracy"]
-        state = ckpt_io.make_checkpoint(model, cfg.model, margs, cfg, data.spec, epoch, metrics)
-        ckpt_io.atomic_save(state, last_path)
         if improved:
             best_epoch, best = epoch, {"val/accuracy": val.accuracy, "val/loss": val.loss}
+        state = ckpt_io.make_checkpoint(model, cfg.model, margs, cfg, data.spec, epoch, metrics)
+        if improved:
             ckpt_io.atomic_save(state, best_path)
             tracker.log_checkpoint(best_path, {**metrics, "model": cfg.model,
                                                "dataset": cfg.dataset, "n_params": n_params})
+        # last.pt: the latest weights, resumable at the start of the next epoch.
+        zero = torch.zeros(())
+        ckpt_io.atomic_save({**state, "resume": resume_state(
+            epoch + 1, 0, shuffle_gen.get_state(), (zero, zero.long()), 0.0)}, last_path)
         log(
             f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f} acc {metrics['train/accuracy']:.4f}"
             f"  val loss {val.loss:.4f} acc {val.accuracy:.4f}  {epoch_time:.1f}s"
@@ -299,6 +392,9 @@ def train(
             stopped_early = reason
             log(f"stopped after epoch {epoch}/{cfg.epochs}: {reason}")
             break
+        signum = stop_signal() if stop_signal is not None and epoch < cfg.epochs else 0
+        if signum:  # between epochs: last.pt is the resume point
+            raise Preempted(signum, last_path, epoch + 1, 0, steps_per_epoch)
 
     best_state = ckpt_io.load_checkpoint(best_path)
     model.load_state_dict(best_state["state_dict"])
@@ -309,4 +405,5 @@ def train(
         model=model, model_name=cfg.model, model_args=margs, n_params=n_params, history=history,
         best_epoch=best_epoch, best=best, test=test, best_path=best_path, last_path=last_path,
         train_seconds=train_seconds, device=str(device), stopped_early=stopped_early,
+        resumed_from=f"epoch {start_epoch}, batch {start_batch}" if resume is not None else "",
     )

@@ -67,6 +67,9 @@ def load_image(path: Path, spec) -> torch.Tensor:
         raise UserError(f"image '{path}' does not exist: check the path.") from None
     except IsADirectoryError:
         raise UserError(f"'{path}' is a folder, not an image file.") from None
+    except PermissionError:
+        raise UserError(f"image '{path}' cannot be read (permission denied): check the file's "
+                        "permissions, or copy it somewhere readable.") from None
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"'{path}' is not a readable image ({type(exc).__name__}): "
                         "pass a PNG, JPEG, BMP or other image file.") from None

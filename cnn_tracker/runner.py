@@ -12,7 +12,9 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,10 +22,11 @@ from typing import Any, Callable
 import click
 
 from . import env
-from .config import RunSettings, TrainConfig, make_config
+from .checkpoint import load_checkpoint
+from .config import KEYS, RunSettings, TrainConfig, make_config
 from .data import check_val_size, get_spec, load_data, train_size
-from .engine import resolve_device, train
-from .errors import UserError
+from .engine import Preempted, resolve_device, resolve_precision, train
+from .errors import CheckpointError, ConfigError, UserError
 from .models import model_args
 from .reports import TestReport, text_tables, write_plots
 from .store import Heartbeat, Store
@@ -31,6 +34,59 @@ from .tracker import Tracker, make_tracker
 
 # Set by the offline sweep agent for its trials (the W&B run id comes in WANDB_RUN_ID).
 SWEEP_ID_VAR = "CNN_TRACKER_SWEEP_ID"
+# Set by the offline sweep agent when it requeues a preempted trial: the run id to resume.
+RESUME_VAR = "CNN_TRACKER_RESUME"
+# Keys a resumed run may change: they do not affect what is trained.
+RESUME_MAY_CHANGE = ("device", "log_every", "log_misclassified", "eval_batch_size")
+
+
+class RunPreempted(Exception):
+    """The run stopped on SIGTERM/SIGINT after saving a resume checkpoint.
+
+    ``exit_code`` is 128 + the signal number: non-zero, so W&B's agent requeues a run marked
+    preempting, and our agent records the trial as preempted.
+    """
+
+    def __init__(self, message: str, exit_code: int, run_id: str, checkpoint: Path):
+        super().__init__(message)
+        self.exit_code, self.run_id, self.checkpoint = exit_code, run_id, checkpoint
+
+
+class StopSignals:
+    """SIGTERM and SIGINT ask training to stop at the next batch (with a resume checkpoint).
+
+    A second signal aborts at once (KeyboardInterrupt). A trial of the offline agent also stops
+    this way when its agent vanishes (SIGKILL, OOM), reported as SIGHUP. Call the object to poll.
+    """
+
+    def __init__(self, echo: Callable[[str], None]):
+        self.signum = 0
+        self._echo = echo
+        self._previous: dict[int, Any] = {}
+        self._parent = os.getppid() if os.environ.get(SWEEP_ID_VAR) else None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum:
+            raise KeyboardInterrupt
+        self.signum = signum
+        self._echo(f"{signal.Signals(signum).name} received: saving a resumable checkpoint at the "
+                   "next batch (send it again to abort without one)")
+
+    def __call__(self) -> int:
+        if not self.signum and self._parent is not None and os.getppid() != self._parent:
+            self.signum = signal.SIGHUP
+            self._echo("the agent that started this trial is gone: saving a resumable checkpoint")
+        return self.signum
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 class Recorder:
@@ -89,6 +145,76 @@ def _with_model_defaults(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, hidden_units=args["hidden_units"], dropout=args["dropout"])
 
 
+def _progress(ckpt: dict[str, Any]) -> tuple[int, int]:
+    return int(ckpt["resume"]["epoch"]), int(ckpt["resume"]["batch"])
+
+
+def find_resume_checkpoint(ref: str, store: Store) -> Path:
+    """The resumable checkpoint for ``ref``: a ``.pt`` file, a run's output folder (or its
+    ``checkpoints/``), or a run id of the run store. Of ``resume.pt`` (written on a signal) and
+    ``last.pt`` (every epoch end), the one further along."""
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    else:
+        run = store.run(ref)
+        if run is None:
+            raise UserError(
+                f"--resume {ref!r} is not a checkpoint file, a run folder or a run id in the run "
+                f"store {store.root}: pass the run's checkpoints/resume.pt (or last.pt), its output "
+                "folder, or its run id (as printed when it stopped)."
+            )
+        if not run.output_dir:
+            raise UserError(f"run {ref} never started training (no output folder): start it again.")
+        folder = Path(run.output_dir) / "checkpoints"
+    found = [folder / n for n in ("resume.pt", "last.pt") if (folder / n).is_file()]
+    if not found:
+        raise CheckpointError(
+            f"no resume.pt or last.pt in {folder}: the run stopped before it saved a resumable "
+            "checkpoint (before its first epoch ended), so start it again instead."
+        )
+    ckpts = {p: load_resume_checkpoint(p) for p in found}
+    return max(found, key=lambda p: _progress(ckpts[p]))
+
+
+def load_resume_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint with a resume section (weights-only load), or a clear error."""
+    ckpt = load_checkpoint(path)
+    state = ckpt.get("resume")
+    needed = ("epoch", "batch", "optimizer", "scaler", "rng", "partial", "history", "best",
+              "best_epoch", "global_step", "train_seconds", "run")
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"checkpoint '{path}' holds weights only, no training state to resume: pass last.pt or "
+            "resume.pt of the run (same folder), or its run id."
+        )
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise CheckpointError(f"the resume state in '{path}' lacks {', '.join(missing)}: it is "
+                              "incomplete; resume from the run's last.pt instead.")
+    return ckpt
+
+
+def _resume_config(ckpt: dict[str, Any], path: Path, requested: TrainConfig | None) -> TrainConfig:
+    """The saved config; ``requested`` (options given with --resume) may only change
+    RESUME_MAY_CHANGE keys."""
+    saved = _with_model_defaults(make_config(ckpt["config"], source=f"checkpoint '{path}'"))
+    if requested is None:
+        return saved
+    requested = _with_model_defaults(requested)
+    differ = [f"{k} {getattr(requested, k)!r} (saved {getattr(saved, k)!r})" for k in KEYS
+              if k not in RESUME_MAY_CHANGE and getattr(requested, k) != getattr(saved, k)]
+    if differ:
+        raise ConfigError(
+            f"--resume continues a run with its saved config, but these values differ: "
+            f"{'; '.join(differ)}. Drop those options (only {', '.join(RESUME_MAY_CHANGE)} may "
+            "change), or start a new run."
+        )
+    return dataclasses.replace(saved, **{k: getattr(requested, k) for k in RESUME_MAY_CHANGE})
+
+
 def run_training(
     cfg: TrainConfig,
     settings: RunSettings,
@@ -98,10 +224,17 @@ def run_training(
     store_dir: str | os.PathLike[str] | None = None,
     quiet: bool = False,
     echo: Callable[[str], None] = click.echo,
+    resume: str | None = None,
+    options_given: bool = True,
 ) -> dict[str, Any]:
     """Train with tracking; return the summary (also written to ``summary.json``).
 
     The run is recorded in the local run store (``store_dir``; see cnn_tracker.store) as well.
+    ``resume`` (a checkpoint, run folder or run id; also CNN_TRACKER_RESUME, or WANDB_RUN_ID
+    naming a preempted run of the store, as when W&B's agent requeues one) continues a run; then
+    ``cfg`` may only differ from the saved config in RESUME_MAY_CHANGE keys (checked when
+    ``options_given``). SIGTERM/SIGINT stop training with a resume checkpoint and raise
+    :class:`RunPreempted`.
     """
     mode, notice = env.resolve_mode(settings.mode)
     if mode == "online" and not env.has_api_key():
@@ -109,23 +242,86 @@ def run_training(
             "W&B mode is online but no API key is configured: set WANDB_API_KEY (or run "
             "`wandb login`), or use --mode offline and `wandb sync` later."
         )
+    store = Store(store_dir)
+    ckpt = resume_path = None
+    resume = resume or os.environ.get(RESUME_VAR) or _requeued_run(store)
+    if resume:
+        resume_path = find_resume_checkpoint(resume, store)
+        ckpt = load_resume_checkpoint(resume_path)
+        cfg = _resume_config(ckpt, resume_path, cfg if options_given else None)
+        info = ckpt["resume"]["run"]
+        if int(ckpt["resume"]["epoch"]) > cfg.epochs:
+            raise UserError(f"run {info.get('run_id', '?')} already trained all its {cfg.epochs} "
+                            f"epochs ('{resume_path}'): there is nothing to resume.")
+        settings = dataclasses.replace(
+            settings, **{k: info[k] for k in ("project", "entity", "group", "name", "notes")
+                         if info.get(k) is not None},
+            tags=tuple(info.get("tags") or settings.tags))
+        if output_dir is None and info.get("output_dir"):
+            output_dir = Path(info["output_dir"])
     # Checks before anything is written under the W&B folder.
-    resolve_device(cfg.device)
+    resolve_precision(cfg.precision, resolve_device(cfg.device))
     spec = get_spec(cfg.dataset)
     check_val_size(spec, train_size(spec, data_dir), cfg.val_size)
     out_root = Path(output_dir) if output_dir else env.output_root()
     _check_writable(out_root, "output folder")
-    store = Store(store_dir)
     _check_writable(store.root, "run store")
     store.open()  # a damaged store fails here, before wandb.init
     if notice and not quiet:
         echo(notice)
 
-    tracker = make_tracker(cfg, settings, mode)
-    sweep_id = os.environ.get(SWEEP_ID_VAR) or os.environ.get("WANDB_SWEEP_ID") or None
+    sweep_id = (os.environ.get(SWEEP_ID_VAR) or os.environ.get("WANDB_SWEEP_ID")
+                or (ckpt["resume"]["run"].get("sweep_id") if ckpt else None) or None)
+    with StopSignals(lambda line: click.echo(line, err=True)) as stop:
+        if ckpt is None:
+            tracker = make_tracker(cfg, settings, mode)
+        else:
+            info = ckpt["resume"]["run"]
+            tracker = make_tracker(cfg, settings, mode, resume_id=info.get("run_id"),
+                                   resume_step=int(info.get("wandb_step", 0)))
+            if not quiet:
+                echo(f"resuming run {tracker.run_id} at epoch {ckpt['resume']['epoch']}, batch "
+                     f"{ckpt['resume']['batch']}/{ckpt['resume'].get('steps_per_epoch', '?')} "
+                     f"from {resume_path}")
+        return _run_tracked(tracker, store, cfg, settings, sweep_id, data_dir, output_dir, out_root,
+                            quiet, echo, stop, ckpt)
+
+
+def _requeued_run(store: Store) -> str | None:
+    """WANDB_RUN_ID when it names a preempted run of the store (W&B's agent requeued it)."""
+    run_id = os.environ.get("WANDB_RUN_ID")
+    if run_id and store.exists():
+        store.open()
+        run = store.run(run_id)
+        if run is not None and run.state == "preempted":
+            return run_id
+    return None
+
+
+def _run_tracked(tracker: Tracker, store: Store, cfg: TrainConfig, settings: RunSettings,
+                 sweep_id: str | None, data_dir: Path, output_dir: Path | None, out_root: Path,
+                 quiet: bool, echo: Callable[[str], None], stop: StopSignals,
+                 ckpt: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        summary = _train_tracked(tracker, store, sweep_id, settings.project, data_dir, output_dir,
-                                 out_root, quiet, echo)
+        summary = _train_tracked(tracker, store, cfg, settings, sweep_id, data_dir, output_dir,
+                                 out_root, quiet, echo, stop, ckpt)
+    except Preempted as exc:
+        code = 128 + exc.signum
+        name = signal.Signals(exc.signum).name
+        where = f"epoch {exc.epoch}, batch {exc.batch}/{exc.steps_per_epoch}"
+        tracker.mark_preempting()
+        tracker.finish(exit_code=code)
+        store.end_run(tracker.run_id, "preempted", exitcode=code, only_if_active=True,
+                      message=f"{name} at {where}; resume checkpoint {exc.path}")
+        store.close()
+        sync = ""
+        if tracker.sync_dir is not None:
+            sync = (f" Upload this part with `wandb sync {tracker.sync_dir}` (a resumed part "
+                    "after it with `wandb sync --append`).")
+        raise RunPreempted(
+            f"run {tracker.run_id} preempted by {name} at {where}: resumable checkpoint "
+            f"{exc.path}. Continue it with `cnn-tracker train --resume {tracker.run_id}` "
+            f"(or --resume {exc.path}).{sync}", code, tracker.run_id, exc.path) from None
     except BaseException as exc:
         tracker.finish(exit_code=1)
         state = ("killed" if isinstance(exc, KeyboardInterrupt)
@@ -140,6 +336,9 @@ def run_training(
     finally:
         store.close()
     tracker.finish(exit_code=0)
+    if tracker.sync_dir is not None and ckpt is not None and not quiet:
+        echo("this run was resumed: upload its first part with `wandb sync`, then this one with "
+             f"`wandb sync --append {tracker.sync_dir}`")
     # Not in summary.json (written before finish): for callers that measure tracking cost.
     summary["perf/wandb_init_seconds"] = tracker.init_seconds
     summary["perf/wandb_finish_seconds"] = tracker.finish_seconds
@@ -151,17 +350,22 @@ def run_training(
 def _train_tracked(
     tracker: Tracker,
     store: Store,
+    requested: TrainConfig,
+    settings: RunSettings,
     sweep_id: str | None,
-    project: str,
     data_dir: Path,
     output_dir: Path | None,
     out_root: Path,
     quiet: bool,
     echo: Callable[[str], None],
+    stop: StopSignals,
+    ckpt: dict[str, Any] | None,
 ) -> dict[str, Any]:
     # wandb.config wins: under a sweep it holds the agent's values. Validate it like any input.
     raw = make_config(tracker.config(), source="wandb.config")
     cfg = _with_model_defaults(raw)
+    if ckpt is not None:  # a resumed run trains its saved config (a sweep's values included)
+        cfg = _resume_config(ckpt, Path("resume checkpoint"), cfg)
     # Show the model's real width/dropout on the dashboard; only keys left at null (a sweep's
     # own values are locked and already concrete).
     resolved = {k: getattr(cfg, k) for k in ("hidden_units", "dropout") if getattr(raw, k) is None}
@@ -178,10 +382,18 @@ def _train_tracked(
              f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
              f"device {device}, outputs in {out_dir}")
 
-    store.start_run(tracker.run_id, sweep_id=sweep_id, project=project, name=tracker.run_name,
+    store.start_run(tracker.run_id, sweep_id=sweep_id, project=settings.project, name=tracker.run_name,
                     config=dataclasses.asdict(cfg), output_dir=str(out_dir.absolute()),
                     wandb_dir=str(tracker.sync_dir or tracker.files_dir or "") or None)
     recorder = Recorder(tracker, store, tracker.run_id, sweep_id)
+
+    def run_info() -> dict[str, Any]:  # stored in resume checkpoints for `train --resume`
+        return {"run_id": tracker.run_id, "run_name": tracker.run_name, "project": settings.project,
+                "entity": settings.entity, "group": settings.group, "name": settings.name,
+                "tags": list(settings.tags), "notes": settings.notes, "sweep_id": sweep_id,
+                "output_dir": str(out_dir.absolute()), "wandb_step": tracker.step}
+
+    resume = {**ckpt["resume"], "state_dict": ckpt["state_dict"]} if ckpt is not None else None
     with Heartbeat(store, tracker.run_id):
         result = train(
             cfg, data, recorder,
@@ -189,7 +401,11 @@ def _train_tracked(
             progress=not quiet and sys.stderr.isatty(),
             log=(lambda line: None) if quiet else echo,
             should_stop=recorder.should_stop,
+            stop_signal=stop,
+            resume=resume,
+            run_info=run_info,
         )
+    (out_dir / "checkpoints" / "resume.pt").unlink(missing_ok=True)  # used up: last.pt is newer
     report = TestReport(
         class_names=list(data.class_names),
         labels=result.test.labels,

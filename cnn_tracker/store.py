@@ -35,7 +35,9 @@ SCHEMA_VERSION = 1
 
 ACTIVE_STATES = ("pending", "running")
 # "stopped" = ended early by the sweep's early_terminate (hyperband); the rest follow W&B.
-TERMINAL_STATES = ("finished", "stopped", "crashed", "failed", "killed")
+# "preempted" = stopped by SIGTERM/SIGINT after saving a resume checkpoint: an agent of its
+# sweep requeues it (continues it with `train --resume`) before starting new trials.
+TERMINAL_STATES = ("finished", "stopped", "crashed", "failed", "killed", "preempted")
 HEARTBEAT_SECONDS = 10.0  # how often a live run touches its heartbeat
 STALE_SECONDS = 120.0  # a running run silent for this long is marked crashed
 
@@ -367,6 +369,9 @@ class Store:
         inserted if no run was added to the sweep since the snapshot, else it is recomputed.
         """
         for _ in range(attempts):
+            requeued = self._requeue_preempted(sweep_id, agent)
+            if requeued is not None:
+                return requeued, ""
             sweep = self.sweep(sweep_id)
             if sweep.state != "running":
                 return None, f"sweep {sweep_id} is {sweep.state}" + (
@@ -402,6 +407,22 @@ class Store:
         raise UserError(f"could not claim a trial of sweep {sweep_id} after {attempts} attempts: "
                         "too many agents are racing; start fewer agents.")
 
+    def _requeue_preempted(self, sweep_id: str, agent: str) -> Run | None:
+        """Reserve the sweep's oldest preempted trial (to be resumed), if any.
+
+        Preempted trials are continued even when the sweep is already finished (its run_cap
+        counted them) or stopped: their results are part of it.
+        """
+        with self._tx() as c:
+            row = c.execute("SELECT id FROM runs WHERE sweep_id = ? AND state = 'preempted' "
+                            "ORDER BY seq LIMIT 1", (sweep_id,)).fetchone()
+            if row is None:
+                return None
+            c.execute("UPDATE runs SET state = 'pending', agent = ?, host = ?, heartbeat_at = ? "
+                      "WHERE id = ?",
+                      (agent, socket.gethostname(), time.time(), row[0]))
+        return self.run(row[0])
+
     def start_run(self, run_id: str, *, sweep_id: str | None, project: str | None, name: str,
                   config: dict[str, Any], output_dir: str, wandb_dir: str | None,
                   params: dict[str, Any] | None = None) -> None:
@@ -411,9 +432,11 @@ class Store:
         """
         now = time.time()
         with self._tx() as c:
+            # A resumed run keeps its first start time and its history; its end is reset.
             updated = c.execute(
                 "UPDATE runs SET state = 'running', name = ?, config = ?, output_dir = ?, "
-                "wandb_dir = ?, pid = ?, host = ?, started_at = ?, heartbeat_at = ?, "
+                "wandb_dir = ?, pid = ?, host = ?, started_at = COALESCE(started_at, ?), "
+                "heartbeat_at = ?, ended_at = NULL, exitcode = NULL, message = NULL, "
                 "project = COALESCE(project, ?) WHERE id = ?",
                 (name, _dumps(config), output_dir, wandb_dir, os.getpid(), socket.gethostname(),
                  now, now, project, run_id),

@@ -232,7 +232,8 @@ def expand_command(config: Mapping[str, Any], params: Mapping[str, Any], *, json
 # -- adapting stored runs to the `sweeps` engine ---------------------------------------------
 # Our states -> W&B's. An early-terminated run ("stopped") has real, finished metrics.
 _STATE = {"pending": "pending", "running": "running", "finished": "finished",
-          "stopped": "finished", "crashed": "crashed", "failed": "failed", "killed": "killed"}
+          "stopped": "finished", "crashed": "crashed", "failed": "failed", "killed": "killed",
+          "preempted": "preempted"}
 
 
 def to_sweep_runs(runs) -> list:

@@ -31,6 +31,7 @@ class Tracker:
     sync_dir: Path | None = None  # offline run folder to pass to `wandb sync`, if any
     init_seconds: float = 0.0  # wall time of wandb.init (0 when disabled)
     finish_seconds: float = 0.0  # wall time of finish(): flushing and closing the run
+    step: int = 0  # the W&B step of the next log call (kept in resume checkpoints)
 
     def config(self) -> dict[str, Any]:
         """Hyperparameters as the tracker holds them (a sweep may have changed them)."""
@@ -48,14 +49,17 @@ class Tracker:
 
     def log_summary(self, values: Mapping[str, Any]) -> None: ...
 
+    def mark_preempting(self) -> None:
+        """Tell W&B the run is being preempted (a sweep requeues it when it exits non-zero)."""
+
     def finish(self, exit_code: int = 0) -> None: ...
 
 
 class NullTracker(Tracker):
     """``mode=disabled``: records nothing, needs no wandb."""
 
-    def __init__(self, cfg: TrainConfig, settings: RunSettings):
-        self.run_id = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
+    def __init__(self, cfg: TrainConfig, settings: RunSettings, run_id: str | None = None):
+        self.run_id = run_id or os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
         self.run_name = settings.name or f"{cfg.model}-{cfg.dataset}-{self.run_id}"
         self._config = asdict(cfg)
 
@@ -64,9 +68,16 @@ class NullTracker(Tracker):
 
 
 class WandbTracker(Tracker):
-    """A W&B run (online or offline). Constructing it calls ``wandb.init``."""
+    """A W&B run (online or offline). Constructing it calls ``wandb.init``.
 
-    def __init__(self, cfg: TrainConfig, settings: RunSettings, mode: str, job_type: str = "train"):
+    ``resume_id``/``resume_step`` continue a preempted run: online, W&B resumes the run itself
+    (``resume="allow"``); offline, W&B cannot resume, so the new offline run folder gets the
+    same id and continues the step count, to be uploaded after the first with
+    ``wandb sync --append``. Every log call therefore passes an explicit step.
+    """
+
+    def __init__(self, cfg: TrainConfig, settings: RunSettings, mode: str, job_type: str = "train",
+                 resume_id: str | None = None, resume_step: int = 0):
         import wandb
 
         self._wandb = wandb
@@ -83,6 +94,7 @@ class WandbTracker(Tracker):
                 job_type=job_type,
                 mode=mode,
                 config=asdict(cfg),
+                **({"id": resume_id, "resume": "allow"} if resume_id else {}),
             )
         except wandb.errors.Error as exc:
             raise UserError(
@@ -92,6 +104,7 @@ class WandbTracker(Tracker):
         self.init_seconds = time.perf_counter() - start
         self.mode = mode
         self.run_id = self.run.id
+        self.step = max(resume_step, int(self.run.step or 0)) if resume_id else 0
         # Name and tags from the final config: a sweep may have changed model or dataset.
         model = self.run.config.get("model", cfg.model)
         dataset = self.run.config.get("dataset", cfg.dataset)
@@ -114,8 +127,12 @@ class WandbTracker(Tracker):
     def update_config(self, values: Mapping[str, Any]) -> None:
         self.run.config.update(dict(values), allow_val_change=True)
 
+    def _log(self, payload: dict[str, Any]) -> None:
+        self.run.log(payload, step=self.step)
+        self.step += 1
+
     def log_metrics(self, metrics: dict[str, float], epoch: int) -> None:
-        self.run.log(dict(metrics))
+        self._log(dict(metrics))
         # Summary of val/accuracy (val/loss) = best so far, as a plain number: what sweep tables,
         # `Sweep.best_run()` and run sorting compare. (define_metric(summary="max") would store
         # {"max": x}, which they cannot sort.)
@@ -126,7 +143,7 @@ class WandbTracker(Tracker):
                 self.run.summary[key] = self._best[key]
 
     def log_batch(self, metrics: dict[str, float]) -> None:
-        self.run.log(dict(metrics))
+        self._log(dict(metrics))
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         """Upload a new best checkpoint as ``model-<run id>`` with aliases best and latest."""
@@ -168,11 +185,14 @@ class WandbTracker(Tracker):
         }
         for key, path in plots.items():
             payload[key] = wandb.Image(str(path))
-        self.run.log(payload)
+        self._log(payload)
 
     def log_summary(self, values: Mapping[str, Any]) -> None:
         for key, value in values.items():
             self.run.summary[key] = value
+
+    def mark_preempting(self) -> None:
+        self.run.mark_preempting()
 
     def finish(self, exit_code: int = 0) -> None:
         start = time.perf_counter()
@@ -180,7 +200,8 @@ class WandbTracker(Tracker):
         self.finish_seconds = time.perf_counter() - start
 
 
-def make_tracker(cfg: TrainConfig, settings: RunSettings, mode: str) -> Tracker:
+def make_tracker(cfg: TrainConfig, settings: RunSettings, mode: str, resume_id: str | None = None,
+                 resume_step: int = 0) -> Tracker:
     if mode == "disabled":
-        return NullTracker(cfg, settings)
-    return WandbTracker(cfg, settings, mode)
+        return NullTracker(cfg, settings, resume_id)
+    return WandbTracker(cfg, settings, mode, resume_id=resume_id, resume_step=resume_step)
