@@ -21,7 +21,8 @@ from typing import Callable, Sequence
 
 import yaml
 
-from .store import HEARTBEAT_SECONDS, STALE_SECONDS, STORE_VAR, Run, Store, Sweep
+from .files import atomic_write
+from .store import STALE_SECONDS, STORE_VAR, Run, Store, Sweep, heartbeat_seconds
 from .sweep import expand_command, suggest
 
 STOP_GRACE_SECONDS = 30.0  # after forwarding Ctrl-C, how long a trial may take to end cleanly
@@ -30,9 +31,13 @@ STOP_GRACE_SECONDS = 30.0  # after forwarding Ctrl-C, how long a trial may take 
 class Interrupted(Exception):
     """The agent was asked to stop (Ctrl-C or SIGTERM)."""
 
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
 
 def _raise_interrupted(signum, frame):  # pragma: no cover - exercised through subprocess tests
-    raise Interrupted(signal.Signals(signum).name)
+    raise Interrupted(signum)
 
 
 def _catch_stop_signals():
@@ -54,9 +59,9 @@ def _write_param_files(store: Store, sweep: Sweep, run: Run) -> tuple[Path, Path
     folder = store.sweep_files(sweep.id)
     yaml_path = folder / f"config-{run.id}.yaml"
     values = {"wandb_version": 1, **{k: {"value": v} for k, v in run.params.items()}}
-    yaml_path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+    atomic_write(yaml_path, yaml.safe_dump(values, sort_keys=False))
     json_path = folder / f"config-{run.id}.json"
-    json_path.write_text(json.dumps(run.params), encoding="utf-8")
+    atomic_write(json_path, json.dumps(run.params))
     return yaml_path, json_path
 
 
@@ -65,10 +70,17 @@ def trial_env(store: Store, sweep: Sweep, run: Run, param_path: Path) -> dict[st
 
     WANDB_SWEEP_ID is *not* set: the cloud does not know local sweeps, and ``wandb sync`` of a
     run naming an unknown sweep would fail. The run group (= the local sweep id) keeps the
-    trials together on the dashboard after syncing.
+    trials together on the dashboard after syncing. A requeued (preempted) trial also gets
+    CNN_TRACKER_RESUME, so `train` continues it from its resume checkpoint.
     """
+    from .runner import RESUME_VAR
+
     env = dict(os.environ)
     env.pop("WANDB_SWEEP_ID", None)
+    env.pop("WANDB_API_KEY", None)  # trials of a local sweep run offline: they need no key
+    env.pop(RESUME_VAR, None)
+    if is_requeued(run):
+        env[RESUME_VAR] = run.id
     env.update({
         "WANDB_MODE": "offline",
         "WANDB_RUN_ID": run.id,
@@ -82,13 +94,18 @@ def trial_env(store: Store, sweep: Sweep, run: Run, param_path: Path) -> dict[st
     return env
 
 
+def is_requeued(run: Run) -> bool:
+    """A claimed trial that already ran: a preempted one, to be resumed."""
+    return run.started_at is not None
+
+
 def _outcome(returncode: int) -> str:
     if returncode == 0:
         return "finished"
     if returncode == 2:
         return "failed"  # our exit code for bad input: the trial's config or data was rejected
-    if returncode in (130, -signal.SIGINT, -signal.SIGTERM, 143):
-        return "killed"
+    if returncode in (129, 130, 143, -signal.SIGINT, -signal.SIGTERM, -signal.SIGHUP):
+        return "killed"  # unless the trial recorded itself as preempted (it saved a checkpoint)
     return "crashed"
 
 
@@ -134,17 +151,19 @@ def run_trial(store: Store, sweep: Sweep, run: Run, *, name: str, echo: Callable
         try:
             while True:
                 try:
-                    proc.wait(timeout=HEARTBEAT_SECONDS)
+                    proc.wait(timeout=heartbeat_seconds())
                     break
                 except subprocess.TimeoutExpired:
                     store.heartbeat(run.id)
-        except (KeyboardInterrupt, Interrupted):
-            echo(f"[{name}] stopping trial {run.id} ...")
+        except (KeyboardInterrupt, Interrupted) as exc:
+            echo(f"[{name}] stopping trial {run.id} (it saves a resumable checkpoint) ...")
             _stop_process(proc)
             reader.join(timeout=5)
             store.end_run(run.id, "killed", exitcode=proc.returncode, message="agent interrupted",
                           only_if_active=True)
-            raise Interrupted("interrupted") from None
+            if store.run(run.id).state == "preempted":
+                echo(f"[{name}] trial {run.id} preempted; `cnn-tracker agent {sweep.id}` resumes it")
+            raise Interrupted(getattr(exc, "signum", signal.SIGINT)) from None
         reader.join(timeout=5)
     rc = proc.returncode
     state = _outcome(rc)
@@ -181,8 +200,12 @@ def run_agent(
 ) -> int:
     """Run trials of a local sweep until it is done, ``count`` trials ran, or too many failed.
 
-    Returns the exit code: 0, 1 after ``max_failures`` consecutive failed trials, 130 when
-    interrupted.
+    Returns the exit code: 0, 1 after ``max_failures`` consecutive failed trials, 128 + the
+    signal number when interrupted (130 Ctrl-C, 143 SIGTERM).
+
+    Preempted trials of the sweep (stopped by a signal, with a resume checkpoint) are claimed
+    first and continued where they stopped; runs whose heartbeat went stale (their process was
+    killed) are marked crashed.
     """
     sweep = store.sweep(sweep_id)
     previous = _catch_stop_signals()
@@ -197,13 +220,16 @@ def run_agent(
                 return 0
             done += 1
             total = f"/{count}" if count else ""
-            echo(f"[{name}] trial {run.id} ({done}{total}): {_params_text(run.params)}")
+            verb = "resuming preempted trial" if is_requeued(run) else "trial"
+            echo(f"[{name}] {verb} {run.id} ({done}{total}): {_params_text(run.params)}")
             run = run_trial(store, sweep, run, name=name, echo=echo, stream=stream)
             metric = sweep.metric
             value = run.best_metric(*metric) if metric else None
             shown = f"{metric[0]} {value:.4f}, " if value is not None else ""
             echo(f"[{name}] trial {run.id} {run.state}: {shown}{run.epochs} epoch(s), "
                  f"{run.seconds or 0:.0f} s" + (f" ({run.message})" if run.message and run.state != "finished" else ""))
+            if run.state == "preempted":  # stopped from outside (the agent carries on)
+                continue
             if run.state in ("crashed", "failed"):
                 failures += 1
                 if failures >= max_failures:
@@ -215,9 +241,9 @@ def run_agent(
                 failures = 0
         echo(f"[{name}] ran {done} trial(s) (--count {count}); agent done")
         return 0
-    except (KeyboardInterrupt, Interrupted):
+    except (KeyboardInterrupt, Interrupted) as exc:
         echo(f"[{name}] interrupted; agent stopped")
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     finally:
         _restore_signals(previous)
         store.close()
@@ -278,9 +304,10 @@ def launch(
 
 
 def local_agent_command(sweep_id: str, *, store: Store, count: int | None, max_failures: int,
-                        name: str) -> list[str]:
+                        name: str, stale_after: float = STALE_SECONDS) -> list[str]:
     argv = [sys.executable, "-m", "cnn_tracker", "agent", sweep_id, "--store", str(store.root),
-            "--max-failures", str(max_failures), "--name", name, "--quiet-trials"]
+            "--max-failures", str(max_failures), "--name", name, "--quiet-trials",
+            "--stale-after", f"{stale_after:g}"]
     if count:
         argv += ["--count", str(count)]
     return argv

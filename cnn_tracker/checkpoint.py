@@ -7,6 +7,7 @@ name and renamed, so a crash never leaves a half-written checkpoint under the re
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import platform
@@ -21,6 +22,7 @@ from torch import nn
 from .config import TrainConfig
 from .data import DatasetSpec
 from .errors import CheckpointError, UserError, first_line
+from .files import atomic_write
 from .models import build_model
 
 FORMAT = "cnn-tracker-checkpoint/1"
@@ -66,17 +68,11 @@ def make_checkpoint(
 
 
 def atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` to ``path`` whole or not at all (serialized in memory, then
+    :func:`cnn_tracker.files.atomic_write`), so a failed write raises the OS error itself."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import click
 from . import __version__, env
 from .config import DATASETS, KEYS, MODELS, PRESETS, TrainConfig, RunSettings, WANDB_MODES, config_from_sources, unknown_key_error
 from .errors import UserError, closest
-from .store import DEFAULT_STORE, STORE_VAR
+from .store import DEFAULT_STORE, HEARTBEAT_VAR, STALE_SECONDS, STORE_VAR, heartbeat_seconds
 
 _HELP = {  # one line per key for --help; units and ranges live in config.py comments too
     "dataset": "mnist or fashion-mnist",
@@ -424,6 +424,37 @@ def sweep_list(store_dir, as_json) -> None:
         click.echo(format_list(items))
 
 
+@cli.group("store")
+def store_group() -> None:
+    """The local run store (SQLite): check it, recover a damaged one."""
+
+
+@store_group.command("check")
+@_STORE_OPTION
+def store_check(store_dir) -> None:
+    """Open the store and verify its integrity (exit 0, or 2 with a recovery hint)."""
+    store = _store(store_dir)
+    if not store.exists():
+        raise UserError(f"there is no run store at {store.path} yet: pass --store / set {STORE_VAR}.")
+    store.open()
+    runs, sweeps = store.runs(with_history=False), store.sweeps()
+    click.echo(f"{store.path}: ok ({len(sweeps)} sweep(s), {len(runs)} run(s))")
+
+
+@store_group.command("recover")
+@_STORE_OPTION
+def store_recover(store_dir) -> None:
+    """Copy every readable sweep, run and epoch of a damaged store into a fresh one.
+
+    The damaged file is kept beside it as store.db.damaged-<time>; nothing is deleted.
+    """
+    from .store import recover
+
+    result = recover(store_dir)
+    counts = ", ".join(f"{n} {table}" for table, n in result["tables"].items())
+    click.echo(f"recovered {counts} into {result['store']}; the damaged file is {result['damaged']}")
+
+
 def _parse_gpus(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -453,11 +484,14 @@ def _parse_gpus(value: str | None) -> list[str] | None:
 @click.option("--project", envvar="WANDB_PROJECT", help="W&B project of a W&B sweep id.")
 @click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity of a W&B sweep id.")
 @_STORE_OPTION
+@click.option("--stale-after", type=click.FloatRange(min=1), default=STALE_SECONDS, show_default=True,
+              metavar="SECONDS", help="Mark a running trial of a local sweep crashed when its "
+              "heartbeat is this old (its process was killed).")
 @click.option("--name", default="agent", hidden=True)
 @click.option("--quiet-trials", is_flag=True, help="Do not echo the trials' output (it is always "
               "in the store's sweep folder).")
-def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity, store_dir, name,
-          quiet_trials) -> None:
+def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity, store_dir,
+          stale_after, name, quiet_trials) -> None:
     """Run trials of SWEEP_ID: a local sweep (offline engine) or a W&B sweep (wandb agent).
 
     \b
@@ -470,6 +504,11 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
     from .agent import (agent_slots, launch, local_agent_command, run_agent,
                         wandb_agent_command, wandb_agent_env)
 
+    stale_floor = 3 * heartbeat_seconds()
+    if stale_after < stale_floor:
+        raise UserError(f"--stale-after {stale_after:g} is shorter than three heartbeats "
+                        f"({stale_floor:g} s): live trials would be marked crashed. Give at least "
+                        f"{stale_floor:g}, or lower {HEARTBEAT_VAR}.")
     gpu_list = _parse_gpus(gpus)
     if gpu_list and agents != 1:
         raise UserError("give either --gpus (one agent per GPU) or --agents N (CPU), not both.")
@@ -480,9 +519,10 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
         if len(slots) == 1:
             os.environ.update(slots[0])
             sys.exit(run_agent(store, sweep_id, count=count, max_failures=max_failures, name=name,
-                               echo=click.echo, stream=not quiet_trials))
+                               echo=click.echo, stream=not quiet_trials, stale_seconds=stale_after))
         commands = [local_agent_command(sweep_id, store=store, count=count,
-                                        max_failures=max_failures, name=f"agent-{i}")
+                                        max_failures=max_failures, name=f"agent-{i}",
+                                        stale_after=stale_after)
                     for i in range(len(slots))]
         sys.exit(launch(commands, slots, stagger=1.0 if stagger is None else stagger, echo=click.echo))
     _cloud_or_fail(f"sweep '{sweep_id}'", store)
@@ -572,6 +612,7 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
     for a sweep the metric against each swept parameter.
     """
     from .board import searched_parameters
+    from .files import atomic_write
     from .compare import (DONE, build_table, chart_models, chart_parameters, local_rows, render,
                           wandb_rows)
 
@@ -607,7 +648,7 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for name, form in (("compare.md", "markdown"), ("compare.csv", "csv"), ("compare.json", "json")):
-            (out_dir / name).write_text(render(table, form) + "\n", encoding="utf-8")
+            atomic_write(out_dir / name, render(table, form) + "\n")
         label = target or project or f"{len(rows)} runs"
         charts = [chart_models(rows, keys or ["model"], out_dir / "compare.png",
                                f"{label}: {len(rows)} runs")]

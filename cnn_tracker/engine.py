@@ -226,7 +226,7 @@ def train(
     after_epoch: Callable[[int, Callable[[Split], EvalResult]], str] | None = None,
     stop_signal: Callable[[], int] | None = None,
     resume: dict[str, Any] | None = None,
-    run_info: Callable[[], dict[str, Any]] | None = None,
+    run_info: Callable[[int], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train ``cfg.model`` on ``data``; select by val accuracy; evaluate test once on the best.
 
@@ -245,7 +245,8 @@ def train(
     continue from its last epoch. ``resume`` (the ``"resume"`` section of either file, with the
     file's ``state_dict``) continues such a run exactly where it stopped: with the same seed in
     deterministic mode the result equals an uninterrupted run. ``run_info`` (the tracker's run id,
-    name, ...) is stored in the resume section for ``train --resume``.
+    name, W&B step; called with the number of tracker calls still to come) is stored in the
+    resume section for ``train --resume``.
     """
     device = data.train.images.device
     set_determinism(cfg)
@@ -284,8 +285,13 @@ def train(
         _set_rng_states(resume["rng"], device)
         log(f"resuming at epoch {start_epoch}, batch {start_batch}/{steps_per_epoch}")
 
-    def resume_state(epoch: int, batch: int, epoch_start: torch.Tensor, sums: tuple, seconds: float):
-        """The ``"resume"`` section: continue at ``batch`` (batches done) of ``epoch``."""
+    def resume_state(epoch: int, batch: int, epoch_start: torch.Tensor, sums: tuple, seconds: float,
+                     logs_ahead: int = 0):
+        """The ``"resume"`` section: continue at ``batch`` (batches done) of ``epoch``.
+
+        ``logs_ahead``: tracker calls still to come for this state (the epoch's metrics, when
+        last.pt is saved before they are logged), so a resumed W&B run continues after them.
+        """
         return {
             "epoch": epoch, "batch": batch, "steps_per_epoch": steps_per_epoch,
             "optimizer": opt.state_dict(),
@@ -296,7 +302,7 @@ def train(
                         "seconds": seconds},
             "history": history, "best": best, "best_epoch": best_epoch,
             "global_step": global_step, "train_seconds": train_seconds,
-            "run": run_info() if run_info is not None else {},
+            "run": run_info(logs_ahead) if run_info is not None else {},
         }
 
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -364,19 +370,21 @@ def train(
             "perf/images_per_second": len(data.train) / epoch_time,
         }
         history.append(metrics)
-        tracker.log_metrics(metrics, epoch)
         improved = not best or val.accuracy > best["val/accuracy"]
         if improved:
             best_epoch, best = epoch, {"val/accuracy": val.accuracy, "val/loss": val.loss}
+        # Checkpoints first, then the report: an epoch the tracker has seen can be resumed.
         state = ckpt_io.make_checkpoint(model, cfg.model, margs, cfg, data.spec, epoch, metrics)
         if improved:
             ckpt_io.atomic_save(state, best_path)
-            tracker.log_checkpoint(best_path, {**metrics, "model": cfg.model,
-                                               "dataset": cfg.dataset, "n_params": n_params})
         # last.pt: the latest weights, resumable at the start of the next epoch.
         zero = torch.zeros(())
         ckpt_io.atomic_save({**state, "resume": resume_state(
-            epoch + 1, 0, shuffle_gen.get_state(), (zero, zero.long()), 0.0)}, last_path)
+            epoch + 1, 0, shuffle_gen.get_state(), (zero, zero.long()), 0.0, logs_ahead=1)}, last_path)
+        tracker.log_metrics(metrics, epoch)
+        if improved:
+            tracker.log_checkpoint(best_path, {**metrics, "model": cfg.model,
+                                               "dataset": cfg.dataset, "n_params": n_params})
         log(
             f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f} acc {metrics['train/accuracy']:.4f}"
             f"  val loss {val.loss:.4f} acc {val.accuracy:.4f}  {epoch_time:.1f}s"

@@ -121,12 +121,14 @@ def pyplot():
 
 def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` as a PNG through a temp file and a rename, then close it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    import io
+
+    from .files import atomic_write
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     pyplot().close(fig)
-    return path
+    return atomic_write(path, buffer.getvalue())
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:

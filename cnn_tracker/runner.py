@@ -9,6 +9,7 @@ validated again.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from .config import KEYS, RunSettings, TrainConfig, make_config
 from .data import check_val_size, get_spec, load_data, train_size
 from .engine import Preempted, resolve_device, resolve_precision, train
 from .errors import CheckpointError, ConfigError, UserError
+from .files import atomic_write
 from .models import model_args
 from .reports import TestReport, text_tables, write_plots
 from .store import Heartbeat, Store
@@ -75,7 +77,10 @@ class StopSignals:
     def __call__(self) -> int:
         if not self.signum and self._parent is not None and os.getppid() != self._parent:
             self.signum = signal.SIGHUP
-            self._echo("the agent that started this trial is gone: saving a resumable checkpoint")
+            # Our stdout/stderr were a pipe to the vanished agent: writing would fail.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.dup2(devnull, 2)
         return self.signum
 
     def __enter__(self) -> "StopSignals":
@@ -122,11 +127,7 @@ class Recorder:
 
 def write_json(obj: Any, path: Path) -> Path:
     """Write JSON through a temp file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _check_writable(folder: Path, what: str) -> None:
@@ -287,6 +288,28 @@ def run_training(
                             quiet, echo, stop, ckpt)
 
 
+# Errors of the machine rather than the code: a full disk or quota, a read-only or vanished folder.
+_OUTPUT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                  errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                  errno.EFBIG: "the file is too large for this file system"}
+
+
+def _output_error(exc: BaseException, run_id: str) -> UserError | None:
+    """A clear error for a run stopped by its output folder (disk full, ...), or None.
+
+    Checkpoints and summaries are written to a temp file and renamed, so the files already
+    there are whole: the run can continue from its last epoch once the cause is fixed.
+    """
+    if not isinstance(exc, OSError) or exc.errno not in _OUTPUT_ERRNOS:
+        return None
+    where = f" writing '{exc.filename}'" if exc.filename else ""
+    return UserError(
+        f"the run stopped: {_OUTPUT_ERRNOS[exc.errno]}{where}. Nothing was half-written (each "
+        f"file is written whole or not at all). Free space (or fix the folder), then continue "
+        f"from the last epoch with `cnn-tracker train --resume {run_id}`."
+    )
+
+
 def _requeued_run(store: Store) -> str | None:
     """WANDB_RUN_ID when it names a preempted run of the store (W&B's agent requeued it)."""
     run_id = os.environ.get("WANDB_RUN_ID")
@@ -323,15 +346,21 @@ def _run_tracked(tracker: Tracker, store: Store, cfg: TrainConfig, settings: Run
             f"{exc.path}. Continue it with `cnn-tracker train --resume {tracker.run_id}` "
             f"(or --resume {exc.path}).{sync}", code, tracker.run_id, exc.path) from None
     except BaseException as exc:
-        tracker.finish(exit_code=1)
+        error = _output_error(exc, tracker.run_id)
+        try:
+            tracker.finish(exit_code=1)
+        except Exception:  # noqa: BLE001 - never mask the original error (e.g. a full disk)
+            pass
         state = ("killed" if isinstance(exc, KeyboardInterrupt)
-                 else "failed" if isinstance(exc, UserError) else "crashed")
+                 else "failed" if isinstance(error or exc, UserError) else "crashed")
         try:
             if store.run(tracker.run_id) is not None:
                 store.end_run(tracker.run_id, state, message=f"{type(exc).__name__}: {exc}"[:500],
                               only_if_active=True)
         except Exception:  # noqa: BLE001 - never mask the original error
             pass
+        if error is not None:
+            raise error from None
         raise
     finally:
         store.close()
@@ -387,11 +416,12 @@ def _train_tracked(
                     wandb_dir=str(tracker.sync_dir or tracker.files_dir or "") or None)
     recorder = Recorder(tracker, store, tracker.run_id, sweep_id)
 
-    def run_info() -> dict[str, Any]:  # stored in resume checkpoints for `train --resume`
+    def run_info(logs_ahead: int) -> dict[str, Any]:  # kept in resume checkpoints for --resume
         return {"run_id": tracker.run_id, "run_name": tracker.run_name, "project": settings.project,
                 "entity": settings.entity, "group": settings.group, "name": settings.name,
                 "tags": list(settings.tags), "notes": settings.notes, "sweep_id": sweep_id,
-                "output_dir": str(out_dir.absolute()), "wandb_step": tracker.step}
+                "output_dir": str(out_dir.absolute()),
+                "wandb_step": tracker.step + logs_ahead}
 
     resume = {**ckpt["resume"], "state_dict": ckpt["state_dict"]} if ckpt is not None else None
     with Heartbeat(store, tracker.run_id):

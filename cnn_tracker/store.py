@@ -38,8 +38,9 @@ ACTIVE_STATES = ("pending", "running")
 # "preempted" = stopped by SIGTERM/SIGINT after saving a resume checkpoint: an agent of its
 # sweep requeues it (continues it with `train --resume`) before starting new trials.
 TERMINAL_STATES = ("finished", "stopped", "crashed", "failed", "killed", "preempted")
-HEARTBEAT_SECONDS = 10.0  # how often a live run touches its heartbeat
-STALE_SECONDS = 120.0  # a running run silent for this long is marked crashed
+HEARTBEAT_SECONDS = 10.0  # how often a live run touches its heartbeat (CNN_TRACKER_HEARTBEAT_SECONDS)
+HEARTBEAT_VAR = "CNN_TRACKER_HEARTBEAT_SECONDS"
+STALE_SECONDS = 120.0  # a running run silent for this long is marked crashed (agent --stale-after)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweeps (
@@ -93,6 +94,21 @@ def store_dir(cli_value: str | os.PathLike[str] | None = None) -> Path:
     """``--store`` > CNN_TRACKER_STORE > ``./.cnn-tracker``, as an absolute path."""
     value = cli_value or os.environ.get(STORE_VAR) or DEFAULT_STORE
     return Path(value).expanduser().absolute()
+
+
+def heartbeat_seconds() -> float:
+    """Seconds between heartbeats: CNN_TRACKER_HEARTBEAT_SECONDS, else HEARTBEAT_SECONDS."""
+    raw = os.environ.get(HEARTBEAT_VAR, "").strip()
+    if not raw:
+        return HEARTBEAT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.05 <= value <= 3600:
+        raise UserError(f"invalid {HEARTBEAT_VAR}={raw!r}: give seconds between 0.05 and 3600 "
+                        f"(default {HEARTBEAT_SECONDS:g}), or unset it.")
+    return value
 
 
 def new_id(length: int = 8) -> str:
@@ -183,6 +199,20 @@ class Run:
         return (self.ended_at or time.time()) - self.started_at
 
 
+def _decoded(method):
+    """Rows whose JSON does not parse are damage too (a torn page): same error as SQLite's."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+            raise self._damaged(exc) from None
+
+    return wrapper
+
+
 def _row_to_sweep(row: sqlite3.Row) -> Sweep:
     d = dict(row)
     d["config"] = json.loads(d["config"])
@@ -223,6 +253,8 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version and conn.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("database disk image is malformed")
             if version > SCHEMA_VERSION:
                 raise UserError(
                     f"run store {self.path} was written by a newer cnn-tracker (schema {version}, "
@@ -236,10 +268,7 @@ class Store:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            raise UserError(
-                f"run store {self.path} cannot be opened ({exc}): it is not a cnn-tracker store or "
-                f"is damaged. Point --store / {STORE_VAR} at another folder."
-            ) from None
+            raise self._damaged(exc) from None
         except OSError as exc:
             raise UserError(
                 f"run store folder {self.root} cannot be created ({exc.strerror}): point --store / "
@@ -247,6 +276,14 @@ class Store:
             ) from None
         self._conn = conn
         return conn
+
+    def _damaged(self, exc: BaseException) -> UserError:
+        return UserError(
+            f"run store {self.path} cannot be opened ({exc}): it is damaged or not a cnn-tracker "
+            f"store, and is left untouched. Recover what is readable with `cnn-tracker store "
+            f"recover --store {self.root}` (the damaged file is kept beside it), or point --store / "
+            f"{STORE_VAR} at another folder."
+        )
 
     def open(self) -> "Store":
         """Create or open the database now (so a bad store fails before anything else starts)."""
@@ -265,17 +302,30 @@ class Store:
         """A short write transaction (BEGIN IMMEDIATE takes the write lock up front)."""
         with self._lock:
             conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if "disk is full" in str(exc) or "disk I/O" in str(exc):
+                    raise UserError(f"cannot write the run store {self.path} ({exc}): free disk "
+                                    "space, then run the command again.") from None
                 raise
-            conn.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged(exc) from None
 
     def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         with self._lock:
-            return self._connect().execute(sql, args).fetchall()
+            try:
+                return self._connect().execute(sql, args).fetchall()
+            except sqlite3.OperationalError:
+                raise
+            except sqlite3.DatabaseError as exc:
+                raise self._damaged(exc) from None
 
     # -- sweeps -------------------------------------------------------------------------------
     def create_sweep(self, config: dict[str, Any], project: str) -> Sweep:
@@ -288,6 +338,7 @@ class Store:
             )
         return self.sweep(sweep_id)
 
+    @_decoded
     def find_sweep(self, sweep_id: str) -> Sweep | None:
         if not self.exists():
             return None
@@ -306,6 +357,7 @@ class Store:
             )
         return found
 
+    @_decoded
     def sweeps(self) -> list[Sweep]:
         if not self.exists():
             return []
@@ -322,6 +374,7 @@ class Store:
         return folder
 
     # -- runs ---------------------------------------------------------------------------------
+    @_decoded
     def runs(self, *, sweep_id: str | None = None, project: str | None = None,
              with_history: bool = True) -> list[Run]:
         if not self.exists():
@@ -345,6 +398,7 @@ class Store:
                 by_id[row["run_id"]].history.append(json.loads(row["metrics"]))
         return runs
 
+    @_decoded
     def run(self, run_id: str) -> Run | None:
         if not self.exists():
             return None
@@ -509,11 +563,69 @@ class Store:
         return ids
 
 
+def _intact(row: dict[str, Any]) -> bool:
+    """A salvaged row whose JSON columns parse and whose key columns are set."""
+    try:
+        for key in ("config", "params", "summary", "metrics"):
+            if key in row and row[key] is not None:
+                json.loads(row[key])
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError):
+        return False
+    return all(row.get(k) is not None for k in ("id", "run_id") if k in row)
+
+
+def recover(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Salvage a damaged store: copy every readable row into a fresh ``store.db``.
+
+    The damaged file is renamed ``store.db.damaged-<unix time>`` (never deleted). Rows are read
+    one table at a time, forwards and then backwards by rowid, so one bad page loses only the
+    rows on it. Returns {"damaged": path, "tables": {table: rows kept}}.
+    """
+    store = Store(root)
+    if not store.exists():
+        raise UserError(f"there is no run store at {store.path}: nothing to recover.")
+    damaged = store.path.with_name(f"{DB_NAME}.damaged-{int(time.time())}")
+    os.replace(store.path, damaged)
+    for suffix in ("-wal", "-shm"):  # they belong to the damaged file now
+        side = store.path.with_name(DB_NAME + suffix)
+        if side.exists():
+            os.replace(side, damaged.with_name(damaged.name + suffix))
+    src = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
+    src.execute("PRAGMA writable_schema = ON")  # lets SQLite read a truncated file's first pages
+    kept: dict[str, int] = {}
+    fresh = Store(root).open()
+    try:
+        with fresh._tx() as dst:
+            for table in ("sweeps", "runs", "history"):
+                rows: dict[int, tuple] = {}
+                for order in ("ASC", "DESC"):
+                    try:
+                        for row in src.execute(f"SELECT rowid, * FROM {table} ORDER BY rowid {order}"):
+                            rows[row[0]] = row[1:]
+                    except sqlite3.DatabaseError:
+                        continue  # a bad page: the other direction reads past it
+                columns = [d[0] for d in src.execute(f"SELECT * FROM {table} LIMIT 0").description]
+                n = 0
+                for rowid in sorted(rows):
+                    values = rows[rowid]
+                    if not _intact(dict(zip(columns, values))):
+                        continue  # a row torn by the damage
+                    dst.execute(f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * len(values))})",
+                                values)
+                    n += 1
+                kept[table] = n
+    finally:
+        src.close()
+        fresh.close()
+    return {"damaged": str(damaged), "store": str(store.path), "tables": kept}
+
+
 class Heartbeat:
     """Touches a run's heartbeat from a daemon thread until stopped."""
 
-    def __init__(self, store: Store, run_id: str, every: float = HEARTBEAT_SECONDS):
-        self._store, self._run_id, self._every = store, run_id, every
+    def __init__(self, store: Store, run_id: str, every: float | None = None):
+        self._store, self._run_id = store, run_id
+        self._every = heartbeat_seconds() if every is None else every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="cnn-tracker-heartbeat", daemon=True)
 

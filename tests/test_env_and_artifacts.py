@@ -83,8 +83,14 @@ def test_artifact_download_through_wandb_api(monkeypatch, tmp_path, tiny_root, i
     assert result.exit_code == 0, result.output
     best = isolated_env / "run" / "checkpoints" / "best.pt"
     calls = []
+    import wandb
+
+    logged = wandb.Artifact("model-abc", type="model")  # its manifest holds best.pt's real digest
+    logged.add_file(str(best), name="best.pt")
 
     class FakeArtifact:
+        manifest = logged.manifest
+
         def download(self, root):
             calls.append(("download", root))
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -95,8 +101,6 @@ def test_artifact_download_through_wandb_api(monkeypatch, tmp_path, tiny_root, i
         def artifact(self, name, type=None):
             calls.append(("artifact", name, type))
             return FakeArtifact()
-
-    import wandb
 
     monkeypatch.setattr(wandb, "Api", FakeApi)
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
