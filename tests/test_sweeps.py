@@ -29,6 +29,8 @@ from cnn_tracker.store import Store
 from cnn_tracker.sweep import (command_args, expand_command, import_sweeps, load_sweep_file,
                                suggest, validate)
 
+from .test_catalogue import MANY_PROBLEMS
+
 REPO = Path(__file__).resolve().parents[1]
 SWEEP_FILES = sorted((REPO / "sweeps").glob("*.yaml"))
 COMMAND = ["${env}", "${interpreter}", "-m", "cnn_tracker", "train", "${args}"]
@@ -97,15 +99,7 @@ def test_a_parameter_typo_fails_validation(tmp_path):
 
 def test_validate_reports_every_problem_at_once(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(
-        "method: bayes\nmetric: {name: val/acuracy, goal: maximise}\n"
-        "command:\n  - ${env}\n  - ${interpreter}\n  - -m\n  - cnn_tracker\n  - train\n  - ${argz}\n"
-        "parameters:\n"
-        "  learning_rate: {min: 0.001, max: 0.1}\n"
-        "  batch_size: {values: 3}\n"
-        "  dropout: {min: 0.5, max: 1.5}\n"
-        "  lr: {distribution: log_uniform_values, min: 0.1, max: 0.01}\n"
-        "  optimizer: {values: [adam, rmsprop]}\n")
+    bad.write_text(MANY_PROBLEMS)  # eight problems (the error catalogue's file)
     result = CliRunner().invoke(cli, ["sweep", "validate", str(bad)])
     assert result.exit_code == 2
     out = result.output
