@@ -187,7 +187,12 @@ def fake_api(monkeypatch, tmp_path, tiny_root):
     assert result.exit_code == 0, result.output
     ckpt = tmp_path / "run" / "checkpoints" / "best.pt"
 
+    logged = wandb.Artifact("model-r2", type="model")  # a real manifest: downloads are verified
+    logged.add_file(str(ckpt), name="best.pt")
+
     class FakeArtifact:
+        manifest = logged.manifest
+
         def download(self, root):
             Path(root).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(ckpt, Path(root) / "best.pt")
