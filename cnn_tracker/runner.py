@@ -150,13 +150,13 @@ def _progress(ckpt: dict[str, Any]) -> tuple[int, int]:
     return int(ckpt["resume"]["epoch"]), int(ckpt["resume"]["batch"])
 
 
-def find_resume_checkpoint(ref: str, store: Store) -> Path:
-    """The resumable checkpoint for ``ref``: a ``.pt`` file, a run's output folder (or its
-    ``checkpoints/``), or a run id of the run store. Of ``resume.pt`` (written on a signal) and
-    ``last.pt`` (every epoch end), the one further along."""
+def find_resume_checkpoint(ref: str, store: Store) -> tuple[Path, dict[str, Any]]:
+    """The resumable checkpoint for ``ref`` (path, loaded): a ``.pt`` file, a run's output folder
+    (or its ``checkpoints/``), or a run id of the run store. Of ``resume.pt`` (written on a
+    signal) and ``last.pt`` (every epoch end), the one further along."""
     path = Path(ref).expanduser()
     if path.is_file():
-        return path
+        return path, load_resume_checkpoint(path)
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     else:
@@ -177,7 +177,8 @@ def find_resume_checkpoint(ref: str, store: Store) -> Path:
             "checkpoint (before its first epoch ended), so start it again instead."
         )
     ckpts = {p: load_resume_checkpoint(p) for p in found}
-    return max(found, key=lambda p: _progress(ckpts[p]))
+    chosen = max(found, key=lambda p: _progress(ckpts[p]))
+    return chosen, ckpts[chosen]
 
 
 def load_resume_checkpoint(path: Path) -> dict[str, Any]:
@@ -247,8 +248,7 @@ def run_training(
     ckpt = resume_path = None
     resume = resume or os.environ.get(RESUME_VAR) or _requeued_run(store)
     if resume:
-        resume_path = find_resume_checkpoint(resume, store)
-        ckpt = load_resume_checkpoint(resume_path)
+        resume_path, ckpt = find_resume_checkpoint(resume, store)
         cfg = _resume_config(ckpt, resume_path, cfg if options_given else None)
         info = ckpt["resume"]["run"]
         if int(ckpt["resume"]["epoch"]) > cfg.epochs:

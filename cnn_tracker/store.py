@@ -12,6 +12,7 @@ Nothing here imports wandb or torch.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -201,7 +202,6 @@ class Run:
 
 def _decoded(method):
     """Rows whose JSON does not parse are damage too (a torn page): same error as SQLite's."""
-    import functools
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
