@@ -272,19 +272,18 @@ def run_training(
         echo(notice)
 
     sweep_id = (os.environ.get(SWEEP_ID_VAR) or os.environ.get("WANDB_SWEEP_ID")
-                or (ckpt["resume"]["run"].get("sweep_id") if ckpt else None) or None)
+                or (info.get("sweep_id") if ckpt else None) or None)
     with StopSignals(lambda line: click.echo(line, err=True)) as stop:
         if ckpt is None:
             tracker = make_tracker(cfg, settings, mode)
         else:
-            info = ckpt["resume"]["run"]
             tracker = make_tracker(cfg, settings, mode, resume_id=info.get("run_id"),
                                    resume_step=int(info.get("wandb_step", 0)))
             if not quiet:
                 echo(f"resuming run {tracker.run_id} at epoch {ckpt['resume']['epoch']}, batch "
                      f"{ckpt['resume']['batch']}/{ckpt['resume'].get('steps_per_epoch', '?')} "
                      f"from {resume_path}")
-        return _run_tracked(tracker, store, cfg, settings, sweep_id, data_dir, output_dir, out_root,
+        return _run_tracked(tracker, store, settings, sweep_id, data_dir, output_dir, out_root,
                             quiet, echo, stop, ckpt)
 
 
@@ -321,12 +320,12 @@ def _requeued_run(store: Store) -> str | None:
     return None
 
 
-def _run_tracked(tracker: Tracker, store: Store, cfg: TrainConfig, settings: RunSettings,
+def _run_tracked(tracker: Tracker, store: Store, settings: RunSettings,
                  sweep_id: str | None, data_dir: Path, output_dir: Path | None, out_root: Path,
                  quiet: bool, echo: Callable[[str], None], stop: StopSignals,
                  ckpt: dict[str, Any] | None) -> dict[str, Any]:
     try:
-        summary = _train_tracked(tracker, store, cfg, settings, sweep_id, data_dir, output_dir,
+        summary = _train_tracked(tracker, store, settings, sweep_id, data_dir, output_dir,
                                  out_root, quiet, echo, stop, ckpt)
     except Preempted as exc:
         code = 128 + exc.signum
@@ -379,7 +378,6 @@ def _run_tracked(tracker: Tracker, store: Store, cfg: TrainConfig, settings: Run
 def _train_tracked(
     tracker: Tracker,
     store: Store,
-    requested: TrainConfig,
     settings: RunSettings,
     sweep_id: str | None,
     data_dir: Path,
