@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from cnn_tracker.store import Store
+from cnn_tracker.store.db import Store
 
 
 def main() -> None:

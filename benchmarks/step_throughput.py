@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from cnn_tracker.models import build_model, model_args
+from cnn_tracker.training.models import build_model, model_args
 
 
 def step_rate(name: str, batch: int, *, channels_last: bool, batch_norm: bool, compiled: bool,

@@ -18,8 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnn_tracker.store import Store
-from cnn_tracker.sweep import import_sweeps, load_sweep_file, suggest
+from cnn_tracker.search.spec import import_sweeps, load_sweep_file, suggest
+from cnn_tracker.store.db import Store
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import ConfigError, closest, yaml_problem
+from cnn_tracker.errors import ConfigError, closest, yaml_problem
 
 DATASETS = ("mnist", "fashion-mnist")
 MODELS = ("mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet")

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import UserError
+from cnn_tracker.errors import UserError
 
 # Variables of our own. W&B's (WANDB_API_KEY, WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE, WANDB_DIR,
 # WANDB_BASE_URL, ...) are read by the SDK itself, and by resolve_mode below.

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnn_tracker.data import SPECS
+from cnn_tracker.training.data import SPECS
 
 TINY_TRAIN_PER_CLASS = 40
 TINY_TEST_PER_CLASS = 12

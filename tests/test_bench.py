@@ -9,16 +9,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cnn_tracker.bench import (
+from cnn_tracker.cli import cli
+from cnn_tracker.config import PRESETS, ConfigError, config_from_sources, make_config
+from cnn_tracker.tools.bench import (
     Reference,
     format_report,
     our_time_to_target,
     reference_time_to_target,
 )
-from cnn_tracker.cli import cli
-from cnn_tracker.config import PRESETS, ConfigError, config_from_sources, make_config
-from cnn_tracker.data import get_spec, load_data
-from cnn_tracker.engine import evaluate, resolve_precision, train
+from cnn_tracker.training.data import get_spec, load_data
+from cnn_tracker.training.engine import evaluate, resolve_precision, train
 
 from .conftest import TINY_ARGS
 from .test_e2e import run_cli_subprocess
@@ -166,7 +166,7 @@ def test_bf16_and_memory_formats_train_the_same_model(tiny_root, tmp_path):
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     # a channels_last checkpoint loads into a plain model and gives the same predictions
     data = load_data("mnist", tiny_root, val_size=50, seed=0)
-    from cnn_tracker.checkpoint import load_checkpoint, model_from_checkpoint
+    from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     again = evaluate(model_from_checkpoint(load_checkpoint(nhwc.best_path)), data.test, data.spec, 64)
     assert again.accuracy == pytest.approx(nhwc.test.accuracy)
@@ -183,7 +183,7 @@ def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(tiny_r
     for a, b in zip(eager.history, compiled.history):
         assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-3)
     assert compiled.test.accuracy == pytest.approx(eager.test.accuracy, abs=0.02)
-    from cnn_tracker.checkpoint import load_checkpoint
+    from cnn_tracker.training.checkpoint import load_checkpoint
 
     keys = load_checkpoint(compiled.best_path)["state_dict"].keys()
     assert keys == load_checkpoint(eager.best_path)["state_dict"].keys()  # no _orig_mod. prefix

@@ -32,11 +32,11 @@ import pytest
 import torch
 import yaml
 
-from cnn_tracker.checkpoint import FORMAT, atomic_save, make_checkpoint
 from cnn_tracker.cli import main
 from cnn_tracker.config import TrainConfig
-from cnn_tracker.data import SPECS, raw_files
-from cnn_tracker.models import build_model, model_args
+from cnn_tracker.training.checkpoint import FORMAT, atomic_save, make_checkpoint
+from cnn_tracker.training.data import SPECS, raw_files
+from cnn_tracker.training.models import build_model, model_args
 
 from .conftest import REPO, TINY_ARGS, isolate, write_tiny_dataset
 

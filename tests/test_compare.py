@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
-from cnn_tracker.store import Store
+from cnn_tracker.store.db import Store
 
 from .conftest import TINY_ARGS
 

@@ -6,7 +6,13 @@ import pytest
 from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
-from cnn_tracker.config import KEYS, TrainConfig, config_from_sources, make_config, parse_bool
+from cnn_tracker.config import (
+    KEYS,
+    TrainConfig,
+    config_from_sources,
+    make_config,
+    parse_bool,
+)
 from cnn_tracker.errors import ConfigError
 
 
@@ -122,7 +128,7 @@ def _cli_config(monkeypatch, args):
     def fake_run(cfg, settings, **kwargs):
         seen["cfg"], seen["settings"] = cfg, settings
 
-    monkeypatch.setattr("cnn_tracker.runner.run_training", fake_run)
+    monkeypatch.setattr("cnn_tracker.runs.runner.run_training", fake_run)
     result = CliRunner().invoke(cli, ["train", *args])
     return result, seen
 

@@ -15,7 +15,6 @@ from PIL import Image
 
 from cnn_tracker.cli import cli
 
-
 from .conftest import TINY_ARGS, isolate
 
 

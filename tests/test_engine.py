@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from cnn_tracker.checkpoint import load_checkpoint, model_from_checkpoint
 from cnn_tracker.config import make_config
-from cnn_tracker.data import load_data
-from cnn_tracker.engine import evaluate, train
-from cnn_tracker.reports import TestReport
-from cnn_tracker.tracker import Tracker
+from cnn_tracker.tracking.tracker import Tracker
+from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoint
+from cnn_tracker.training.data import load_data
+from cnn_tracker.training.engine import evaluate, train
+from cnn_tracker.training.reports import TestReport
 
 
 class RecordingTracker(Tracker):

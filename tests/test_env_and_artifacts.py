@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from cnn_tracker import env
-from cnn_tracker.artifacts import is_artifact_ref, resolve_checkpoint
 from cnn_tracker.cli import cli
 from cnn_tracker.errors import UserError
+from cnn_tracker.tracking.artifacts import is_artifact_ref, resolve_checkpoint
 
 
 def test_dotenv_loads_without_overriding(isolated_env, monkeypatch):

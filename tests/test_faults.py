@@ -7,7 +7,6 @@ Heartbeats every 0.5 s and a 3 s stale limit keep the crash detection fast.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -18,9 +17,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cnn_tracker.checkpoint import load_checkpoint
 from cnn_tracker.cli import cli
-from cnn_tracker.store import Store
+from cnn_tracker.store.db import Store
+from cnn_tracker.training.checkpoint import load_checkpoint
 
 from .conftest import TINY_ARGS
 from .test_sweeps import cnn_tracker, create, tiny_sweep
@@ -160,7 +159,7 @@ def test_sigkill_of_the_agent_alone_its_trial_preempts_itself(fault_env, tmp_pat
 # concurrency test is about the agents and the store, so its trials cost milliseconds.
 LIGHT_TRIAL = """
 import json, os, sys, time
-from cnn_tracker.store import Store
+from cnn_tracker.store.db import Store
 params = json.load(open(sys.argv[1]))
 run_id = os.environ["WANDB_RUN_ID"]
 store = Store()

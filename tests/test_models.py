@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cnn_tracker.models import REGISTRY, build_model, count_parameters, model_args
+from cnn_tracker.training.models import (
+    REGISTRY,
+    build_model,
+    count_parameters,
+    model_args,
+)
 
 NAMES = list(REGISTRY)
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cnn_tracker.checkpoint import load_checkpoint
 from cnn_tracker.cli import cli
 from cnn_tracker.config import make_config
-from cnn_tracker.data import load_data
-from cnn_tracker.engine import Preempted, train
-from cnn_tracker.store import Store
-from cnn_tracker.tracker import Tracker
+from cnn_tracker.store.db import Store
+from cnn_tracker.tracking.tracker import Tracker
+from cnn_tracker.training.checkpoint import load_checkpoint
+from cnn_tracker.training.data import load_data
+from cnn_tracker.training.engine import Preempted, train
 
 from .conftest import isolate
 from .test_e2e import leet_records

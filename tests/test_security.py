@@ -26,8 +26,8 @@ from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
 from cnn_tracker.errors import CheckpointError
-from cnn_tracker.store import Store
-from cnn_tracker.sweep import expand_command
+from cnn_tracker.search.spec import expand_command
+from cnn_tracker.store.db import Store
 
 from .conftest import REPO, TINY_ARGS
 
@@ -43,10 +43,10 @@ PACKAGE = REPO / "cnn_tracker"
 @pytest.fixture
 def checkpoint_file(tmp_path) -> Path:
     """A real (untrained) cnn-tracker checkpoint to serve as the artifact's file."""
-    from cnn_tracker.checkpoint import atomic_save, make_checkpoint
     from cnn_tracker.config import TrainConfig
-    from cnn_tracker.data import SPECS
-    from cnn_tracker.models import build_model, model_args
+    from cnn_tracker.training.checkpoint import atomic_save, make_checkpoint
+    from cnn_tracker.training.data import SPECS
+    from cnn_tracker.training.models import build_model, model_args
 
     args = model_args("mlp")
     ckpt = make_checkpoint(build_model("mlp", args), "mlp", args, TrainConfig(model="mlp"),
@@ -148,7 +148,7 @@ def test_best_download_verifies_every_manifest_file(algorithm, monkeypatch, chec
                                                     tmp_path):
     """The other call site (``best --download`` -> cloud.download_checkpoint), both W&B digests,
     and files other than the checkpoint."""
-    from cnn_tracker.cloud import download_checkpoint
+    from cnn_tracker.results.remote import download_checkpoint
 
     notes = tmp_path / "notes.txt"
     notes.write_text("trained on tiny data\n")
@@ -270,7 +270,7 @@ def test_expand_command_keeps_each_value_one_argument(tmp_path):
 
 def test_shell_metacharacters_in_a_sweep_value_never_reach_a_shell(tiny_root, tmp_path,
                                                                    isolated_env, monkeypatch):
-    from cnn_tracker.agent import run_agent
+    from cnn_tracker.search.agent import run_agent
 
     monkeypatch.setenv("CNN_TRACKER_DATA_DIR", str(tiny_root))
     hostile = {"optimizer": {"values": [HOSTILE[0]]}, "scheduler": {"values": [HOSTILE[1]]}}

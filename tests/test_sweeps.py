@@ -21,13 +21,19 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cnn_tracker.agent import run_agent
 from cnn_tracker.cli import _extra_values, cli
 from cnn_tracker.config import KEYS, make_config
 from cnn_tracker.errors import UserError
-from cnn_tracker.store import Store
-from cnn_tracker.sweep import (command_args, expand_command, import_sweeps, load_sweep_file,
-                               suggest, validate)
+from cnn_tracker.search.agent import run_agent
+from cnn_tracker.search.spec import (
+    command_args,
+    expand_command,
+    import_sweeps,
+    load_sweep_file,
+    suggest,
+    validate,
+)
+from cnn_tracker.store.db import Store
 
 from .test_catalogue import MANY_PROBLEMS
 

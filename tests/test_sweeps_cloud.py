@@ -13,10 +13,10 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-from cnn_tracker import agent as agent_mod
-from cnn_tracker.agent import agent_slots, launch
 from cnn_tracker.cli import cli
-from cnn_tracker.cloud import sweep_path
+from cnn_tracker.results.remote import sweep_path
+from cnn_tracker.search import agent as agent_mod
+from cnn_tracker.search.agent import agent_slots, launch
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,17 +22,22 @@ from typing import Any, Callable
 
 import click
 
-from . import env
-from .checkpoint import load_checkpoint
-from .config import KEYS, RunSettings, TrainConfig, make_config
-from .data import check_val_size, get_spec, load_data, train_size
-from .engine import Preempted, resolve_device, resolve_precision, train
-from .errors import CheckpointError, ConfigError, UserError
-from .files import atomic_write
-from .models import model_args
-from .reports import TestReport, text_tables, write_plots
-from .store import Heartbeat, Store
-from .tracker import Tracker, make_tracker
+from cnn_tracker import env
+from cnn_tracker.config import KEYS, RunSettings, TrainConfig, make_config
+from cnn_tracker.errors import CheckpointError, ConfigError, UserError
+from cnn_tracker.files import atomic_write
+from cnn_tracker.store.db import Heartbeat, Store
+from cnn_tracker.tracking.tracker import Tracker, make_tracker
+from cnn_tracker.training.checkpoint import load_checkpoint
+from cnn_tracker.training.data import check_val_size, get_spec, load_data, train_size
+from cnn_tracker.training.engine import (
+    Preempted,
+    resolve_device,
+    resolve_precision,
+    train,
+)
+from cnn_tracker.training.models import model_args
+from cnn_tracker.training.reports import TestReport, text_tables, write_plots
 
 # Set by the offline sweep agent for its trials (the W&B run id comes in WANDB_RUN_ID).
 SWEEP_ID_VAR = "CNN_TRACKER_SWEEP_ID"
@@ -119,7 +124,7 @@ class Recorder:
     def should_stop(self, epoch: int, metrics: dict[str, float]) -> str:
         if self.sweep is None or "early_terminate" not in self.sweep.config:
             return ""
-        from .sweep import should_stop
+        from cnn_tracker.search.spec import should_stop
 
         stop, why = should_stop(self.sweep, self.store.runs(sweep_id=self.sweep.id), self.run_id)
         return f"early_terminate ({self.sweep.config['early_terminate'].get('type')}): {why}" if stop else ""

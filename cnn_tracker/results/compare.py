@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .board import default_goal
-from .cloud import number
-from .errors import UserError
-from .reports import pyplot, save_figure
-from .store import Run, Store
+from cnn_tracker.errors import UserError
+from cnn_tracker.results.local import default_goal
+from cnn_tracker.results.remote import number
+from cnn_tracker.store.db import Run, Store
+from cnn_tracker.training.reports import pyplot, save_figure
 
 # (key, column title) of the numbers each row carries, in display order.
 NUMBERS = (
@@ -122,7 +122,7 @@ def row_from_wandb(run: Any, metric: str) -> Row:
 def wandb_rows(*, sweep: str | None, project: str | None, run_ids: list[str] | None,
                entity: str | None, metric: str) -> tuple[list[Row], dict[str, Any] | None]:
     """(rows, the sweep's config or None) through ``wandb.Api()``: a sweep, a project or run paths."""
-    from .cloud import _api, sweep_path
+    from cnn_tracker.results.remote import _api, sweep_path
 
     api = _api()
     config = None

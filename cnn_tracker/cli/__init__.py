@@ -16,10 +16,26 @@ from typing import Any
 
 import click
 
-from . import __version__, env
-from .config import DATASETS, KEYS, MODELS, PRESETS, TrainConfig, RunSettings, WANDB_MODES, config_from_sources, unknown_key_error
-from .errors import UserError, closest
-from .store import DEFAULT_STORE, HEARTBEAT_VAR, STALE_SECONDS, STORE_VAR, heartbeat_seconds
+from cnn_tracker import __version__, env
+from cnn_tracker.config import (
+    DATASETS,
+    KEYS,
+    MODELS,
+    PRESETS,
+    WANDB_MODES,
+    RunSettings,
+    TrainConfig,
+    config_from_sources,
+    unknown_key_error,
+)
+from cnn_tracker.errors import UserError, closest
+from cnn_tracker.store.db import (
+    DEFAULT_STORE,
+    HEARTBEAT_VAR,
+    STALE_SECONDS,
+    STORE_VAR,
+    heartbeat_seconds,
+)
 
 _HELP = {  # one line per key for --help; units and ranges live in config.py comments too
     "dataset": "mnist or fashion-mnist",
@@ -117,7 +133,7 @@ def _extra_values(extra: tuple[str, ...]) -> dict[str, Any]:
 
 def _train(config_file, preset, project, entity, group, name, tags, notes, mode, data_dir, output_dir,
            store, quiet, resume, extra, **hyper):
-    from .runner import RunPreempted, run_training
+    from cnn_tracker.runs.runner import RunPreempted, run_training
 
     cli_values = {**_extra_values(extra), **{k: v for k, v in hyper.items() if v is not None}}
     cfg = config_from_sources(config_file, cli_values, preset)
@@ -193,7 +209,7 @@ def data() -> None:
 @click.option("--data-dir", "data_dir", help="Dataset root to fill.")
 def data_prepare(dataset: str, mirror: Path | None, data_dir: str | None) -> None:
     """Copy raw .gz files into the data root; torchvision verifies md5s and extracts them."""
-    from .data import SPECS, load_split, prepare
+    from cnn_tracker.training.data import SPECS, load_split, prepare
 
     root = env.data_dir(data_dir)
     if mirror is not None and not mirror.is_dir():
@@ -209,7 +225,7 @@ def data_prepare(dataset: str, mirror: Path | None, data_dir: str | None) -> Non
 
 
 def _checkpoint_path(ref: str) -> Path:
-    from .artifacts import resolve_checkpoint
+    from cnn_tracker.tracking.artifacts import resolve_checkpoint
 
     return resolve_checkpoint(ref)
 
@@ -233,8 +249,8 @@ def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plot
     """
     import hashlib
 
-    from .inference import evaluate_checkpoint
-    from .reports import text_tables, write_plots
+    from cnn_tracker.tools.inference import evaluate_checkpoint
+    from cnn_tracker.training.reports import text_tables, write_plots
 
     path = _checkpoint_path(checkpoint)
     ckpt, report = evaluate_checkpoint(path, env.data_dir(data_dir), dataset, device, batch_size)
@@ -267,7 +283,7 @@ def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plot
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def predict(checkpoint, images, top_k, device, as_json) -> None:
     """Class probabilities of IMAGES (any size or mode) under CHECKPOINT (file or W&B artifact)."""
-    from .inference import predict_files
+    from cnn_tracker.tools.inference import predict_files
 
     results = predict_files(_checkpoint_path(checkpoint), list(images), top_k, device)
     if as_json:
@@ -281,7 +297,12 @@ def predict(checkpoint, images, top_k, device, as_json) -> None:
 @cli.command("models")
 def list_models() -> None:
     """The model registry: names, seed layouts and default parameter counts."""
-    from .models import REGISTRY, build_model, count_parameters, model_args
+    from cnn_tracker.training.models import (
+        REGISTRY,
+        build_model,
+        count_parameters,
+        model_args,
+    )
 
     for name, info in REGISTRY.items():
         n = count_parameters(build_model(name, model_args(name)))
@@ -295,7 +316,7 @@ _STORE_OPTION = click.option(
 
 
 def _store(store_dir: str | None):
-    from .store import Store
+    from cnn_tracker.store.db import Store
 
     return Store(store_dir)
 
@@ -320,7 +341,7 @@ def sweep() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 def sweep_validate(file: str) -> None:
     """Check FILE against W&B's sweep schema and our train config keys and values (exit 0 or 2)."""
-    from .sweep import check, load_sweep_file
+    from cnn_tracker.search.spec import check, load_sweep_file
 
     config = load_sweep_file(file)
     for warning in check(config, f"file '{file}'"):
@@ -345,7 +366,7 @@ def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
     """
     import os
 
-    from .sweep import check, load_sweep_file
+    from cnn_tracker.search.spec import check, load_sweep_file
 
     config = load_sweep_file(file)
     for warning in check(config, f"file '{file}'"):
@@ -369,7 +390,7 @@ def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
         if store_dir:
             agent_cmd += f" --store {store.root}"
     else:
-        from .cloud import create_sweep, sweep_path
+        from cnn_tracker.results.remote import create_sweep, sweep_path
 
         raw_id = create_sweep(config, project, entity)
         sweep_id = sweep_path(raw_id, project, entity)
@@ -389,14 +410,16 @@ def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def sweep_status(sweep_id, store_dir, as_json) -> None:
     """Runs of SWEEP_ID with state, parameters, metric and epochs done; the best run."""
-    from .board import format_status, sweep_status as local_status
+    from cnn_tracker.results.local import format_status
+    from cnn_tracker.results.local import sweep_status as local_status
 
     store = _store(store_dir)
     if "/" not in sweep_id and store.find_sweep(sweep_id) is not None:
         status = local_status(store, sweep_id)
     else:
         _cloud_or_fail(f"sweep '{sweep_id}'", store)
-        from .cloud import sweep_path, sweep_status as cloud_status
+        from cnn_tracker.results.remote import sweep_path
+        from cnn_tracker.results.remote import sweep_status as cloud_status
 
         status = cloud_status(sweep_path(sweep_id, os.environ.get("WANDB_PROJECT"),
                                          os.environ.get("WANDB_ENTITY")))
@@ -411,7 +434,8 @@ def sweep_status(sweep_id, store_dir, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def sweep_list(store_dir, as_json) -> None:
     """Sweeps in the local run store, with run counts and the best metric."""
-    from .board import format_list, sweep_list as local_list
+    from cnn_tracker.results.local import format_list
+    from cnn_tracker.results.local import sweep_list as local_list
 
     store = _store(store_dir)
     items = local_list(store)
@@ -448,7 +472,7 @@ def store_recover(store_dir) -> None:
 
     The damaged file is kept beside it as store.db.damaged-<time>; nothing is deleted.
     """
-    from .store import recover
+    from cnn_tracker.store.db import recover
 
     result = recover(store_dir)
     counts = ", ".join(f"{n} {table}" for table, n in result["tables"].items())
@@ -501,8 +525,14 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
 
     Ctrl-C stops all agents and their trials cleanly.
     """
-    from .agent import (agent_slots, launch, local_agent_command, run_agent,
-                        wandb_agent_command, wandb_agent_env)
+    from cnn_tracker.search.agent import (
+        agent_slots,
+        launch,
+        local_agent_command,
+        run_agent,
+        wandb_agent_command,
+        wandb_agent_env,
+    )
 
     stale_floor = 3 * heartbeat_seconds()
     if stale_after < stale_floor:
@@ -526,7 +556,7 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
                     for i in range(len(slots))]
         sys.exit(launch(commands, slots, stagger=1.0 if stagger is None else stagger, echo=click.echo))
     _cloud_or_fail(f"sweep '{sweep_id}'", store)
-    from .cloud import sweep_path
+    from cnn_tracker.results.remote import sweep_path
 
     path = sweep_path(sweep_id, project, entity)
     command = wandb_agent_command(path, count=count, max_failures=max_failures)
@@ -553,7 +583,7 @@ def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
     model-<run>:best artifact, the best-by-validation checkpoint. The file works directly with
     `cnn-tracker evaluate` and `cnn-tracker predict`.
     """
-    from .board import best_local, copy_checkpoint
+    from cnn_tracker.results.local import best_local, copy_checkpoint
 
     store = _store(store_dir)
     found = best_local(store, target, metric, goal) if "/" not in target else None
@@ -562,7 +592,7 @@ def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
             found["downloaded"] = str(copy_checkpoint(found["checkpoint"], download))
     else:
         _cloud_or_fail(f"'{target}' (neither a sweep nor a project with runs)", store)
-        from .cloud import best_run, download_checkpoint
+        from cnn_tracker.results.remote import best_run, download_checkpoint
 
         found = best_run(target, metric, goal, entity)
         if download:
@@ -611,10 +641,17 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
     Charts: test accuracy and training time per group (seed 001's accuracy-vs-model chart), and
     for a sweep the metric against each swept parameter.
     """
-    from .board import searched_parameters
-    from .files import atomic_write
-    from .compare import (DONE, build_table, chart_models, chart_parameters, local_rows, render,
-                          wandb_rows)
+    from cnn_tracker.files import atomic_write
+    from cnn_tracker.results.compare import (
+        DONE,
+        build_table,
+        chart_models,
+        chart_parameters,
+        local_rows,
+        render,
+        wandb_rows,
+    )
+    from cnn_tracker.results.local import searched_parameters
 
     ids = [r.strip() for r in run_ids.split(",") if r.strip()] if run_ids else None
     keys = [k.strip() for k in by.split(",") if k.strip()] if by else None
@@ -692,7 +729,13 @@ def bench(dataset, device, repeats, tta_repeats, target, reference_budget, refer
     loop); W&B offline vs disabled overhead and init/finish time; peak RSS of a train process.
     A benchmark, not a test: run it on a quiet machine and compare ratios, not absolute times.
     """
-    from .bench import BenchOptions, Reference, fast_config, format_report, run_bench
+    from cnn_tracker.tools.bench import (
+        BenchOptions,
+        Reference,
+        fast_config,
+        format_report,
+        run_bench,
+    )
 
     pairs = []
     for item in overrides:

@@ -17,8 +17,14 @@ from typing import Any, Mapping
 
 import yaml
 
-from .config import EPOCH_METRICS, KEYS, SUMMARY_METRICS, make_config, unknown_key_error
-from .errors import ConfigError, UserError, closest, yaml_problem
+from cnn_tracker.config import (
+    EPOCH_METRICS,
+    KEYS,
+    SUMMARY_METRICS,
+    make_config,
+    unknown_key_error,
+)
+from cnn_tracker.errors import ConfigError, UserError, closest, yaml_problem
 
 # What ``wandb agent`` puts in place of each macro (wandb/sdk/launch/sweeps/utils.py).
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
@@ -34,8 +40,9 @@ def import_sweeps():
     """The ``sweeps`` package, without its pydantic-v2 config warning."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import sweeps
         import sweeps.config.schema  # noqa: F401  (loads the JSON schema once)
+
+        import sweeps
     return sweeps
 
 
@@ -237,7 +244,7 @@ _STATE = {"pending": "pending", "running": "running", "finished": "finished",
 
 
 def to_sweep_runs(runs) -> list:
-    from .store import numeric_summary
+    from cnn_tracker.store.db import numeric_summary
 
     sweeps = import_sweeps()
     return [

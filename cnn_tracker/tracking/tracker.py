@@ -13,9 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import RunSettings, TrainConfig
-from .errors import UserError, first_line
-from .reports import TestReport, format_top3
+from cnn_tracker.config import RunSettings, TrainConfig
+from cnn_tracker.errors import UserError, first_line
+from cnn_tracker.training.reports import TestReport, format_top3
 
 # Prefixes of per-epoch keys; all are plotted against `epoch` on the dashboard.
 EPOCH_KEYS = ("train/*", "val/*", "lr", "perf/*")

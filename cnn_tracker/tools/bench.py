@@ -37,10 +37,18 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from .config import RunSettings, TrainConfig, make_config, preset_values
-from .data import Data, DatasetSpec, Split, get_spec, load_data, prepare, tv_class
-from .engine import resolve_device, train
-from .models import build_model, model_args
+from cnn_tracker.config import RunSettings, TrainConfig, make_config, preset_values
+from cnn_tracker.training.data import (
+    Data,
+    DatasetSpec,
+    Split,
+    get_spec,
+    load_data,
+    prepare,
+    tv_class,
+)
+from cnn_tracker.training.engine import resolve_device, train
+from cnn_tracker.training.models import build_model, model_args
 
 TARGETS = {"mnist": 0.99, "fashion-mnist": 0.9264}  # 0.9264 = seed 000's Fashion-MNIST result
 
@@ -239,7 +247,7 @@ def _env(**values: str) -> Iterator[None]:
 
 def tracking_overhead(cfg: TrainConfig, root: Path, repeats: int, workdir: Path) -> dict[str, Any]:
     """The same ``train`` run with W&B offline vs disabled, alternating; medians."""
-    from .runner import run_training
+    from cnn_tracker.runs.runner import run_training
 
     runs: dict[str, list[dict[str, float]]] = {"disabled": [], "offline": []}
     wandb_dir = workdir / "wandb"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import UserError
+from cnn_tracker.errors import UserError
 
 STORE_VAR = "CNN_TRACKER_STORE"
 DEFAULT_STORE = ".cnn-tracker"

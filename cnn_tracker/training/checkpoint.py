@@ -19,11 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import TrainConfig
-from .data import DatasetSpec
-from .errors import CheckpointError, UserError, first_line
-from .files import atomic_write
-from .models import build_model
+from cnn_tracker.config import TrainConfig
+from cnn_tracker.errors import CheckpointError, UserError, first_line
+from cnn_tracker.files import atomic_write
+from cnn_tracker.training.data import DatasetSpec
+from cnn_tracker.training.models import build_model
 
 FORMAT = "cnn-tracker-checkpoint/1"
 REQUIRED = ("format", "model", "model_args", "state_dict", "config", "dataset", "class_names",
@@ -33,7 +33,7 @@ REQUIRED = ("format", "model", "model_args", "state_dict", "config", "dataset", 
 def library_versions() -> dict[str, str]:
     import torchvision
 
-    from . import __version__
+    from cnn_tracker import __version__
 
     return {
         "cnn_tracker": __version__,

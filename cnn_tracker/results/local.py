@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
-from .store import Run, Store, Sweep, numeric_summary
+from cnn_tracker.errors import UserError
+from cnn_tracker.store.db import Run, Store, Sweep, numeric_summary
 
 
 def default_goal(metric: str) -> str:

@@ -21,9 +21,16 @@ from typing import Callable, Sequence
 
 import yaml
 
-from .files import atomic_write
-from .store import STALE_SECONDS, STORE_VAR, Run, Store, Sweep, heartbeat_seconds
-from .sweep import expand_command, suggest
+from cnn_tracker.files import atomic_write
+from cnn_tracker.search.spec import expand_command, suggest
+from cnn_tracker.store.db import (
+    STALE_SECONDS,
+    STORE_VAR,
+    Run,
+    Store,
+    Sweep,
+    heartbeat_seconds,
+)
 
 STOP_GRACE_SECONDS = 30.0  # after forwarding Ctrl-C, how long a trial may take to end cleanly
 
@@ -73,7 +80,7 @@ def trial_env(store: Store, sweep: Sweep, run: Run, param_path: Path) -> dict[st
     trials together on the dashboard after syncing. A requeued (preempted) trial also gets
     CNN_TRACKER_RESUME, so `train` continues it from its resume checkpoint.
     """
-    from .runner import RESUME_VAR
+    from cnn_tracker.runs.runner import RESUME_VAR
 
     env = dict(os.environ)
     env.pop("WANDB_SWEEP_ID", None)

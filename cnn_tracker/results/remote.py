@@ -6,12 +6,11 @@ Everything here needs a W&B server; tests replace ``wandb.sweep`` / ``wandb.Api`
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 from typing import Any
 
-from .board import searched_parameters
-from .errors import UserError, first_line
+from cnn_tracker.errors import UserError, first_line
+from cnn_tracker.results.local import searched_parameters
 
 
 def _wandb():
@@ -145,6 +144,6 @@ def best_run(target: str, metric: str | None, goal: str | None, entity: str | No
 
 def download_checkpoint(artifact_ref: str, folder: Path) -> Path:
     """Download ``model-<run>:best`` into ``folder``; returns the checkpoint file."""
-    from .artifacts import download_artifact
+    from cnn_tracker.tracking.artifacts import download_artifact
 
     return download_artifact(artifact_ref, folder)

@@ -123,7 +123,7 @@ def save_figure(fig, path: Path) -> Path:
     """Write ``fig`` as a PNG through a temp file and a rename, then close it."""
     import io
 
-    from .files import atomic_write
+    from cnn_tracker.files import atomic_write
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

@@ -9,11 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .data import IMAGE_SHAPE, Split, get_spec, load_split, normalize
-from .engine import evaluate, resolve_device
-from .errors import UserError
-from .reports import TestReport
+from cnn_tracker.errors import UserError
+from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoint
+from cnn_tracker.training.data import (
+    IMAGE_SHAPE,
+    Split,
+    get_spec,
+    load_split,
+    normalize,
+)
+from cnn_tracker.training.engine import evaluate, resolve_device
+from cnn_tracker.training.reports import TestReport
 
 
 def load_for_inference(path: Path, device: str = "auto"):

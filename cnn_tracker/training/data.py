@@ -21,8 +21,8 @@ from typing import Iterator
 
 import torch
 
-from . import env
-from .errors import ConfigError, DataError, first_line
+from cnn_tracker import env
+from cnn_tracker.errors import ConfigError, DataError, first_line
 
 IMAGE_SHAPE = (1, 28, 28)
 MAX_SHIFT = 2  # px, random translation range of `augment` in each direction

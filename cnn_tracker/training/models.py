@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from cnn_tracker.errors import ConfigError
 
 InShape = tuple[int, int, int]
 

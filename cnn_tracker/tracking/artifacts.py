@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from . import env
-from .errors import CheckpointError, UserError, first_line
+from cnn_tracker import env
+from cnn_tracker.errors import CheckpointError, UserError, first_line
 
 # [entity/][project/]name:alias-or-version, e.g. me/cnn-tracker/model-1a2b3c4d:best
 ARTIFACT_REF = re.compile(r"^(?:[\w.-]+/){0,2}[\w.-]+:[\w.-]+$")
@@ -58,7 +58,10 @@ def verify_download(artifact, folder: Path, ref: str) -> list[str]:
     CheckpointError naming the file and both digests. Reference entries (files stored outside
     W&B, digest = an ETag) are skipped, as ``Artifact.verify`` does; they are never loaded.
     """
-    from wandb.sdk.lib.hashutil import md5_file_b64, xxh128_file_b64  # what W&B itself uses
+    from wandb.sdk.lib.hashutil import (  # what W&B itself uses
+        md5_file_b64,
+        xxh128_file_b64,
+    )
 
     verified = []
     fix = f"Delete {folder} and download again; nothing was loaded."

@@ -7,9 +7,9 @@ evaluates the test set once with it. The tracker only receives numbers and file 
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -18,11 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt_io
-from .config import TrainConfig
-from .data import Data, DatasetSpec, Split, eval_batches, train_batches
-from .errors import ConfigError
-from .models import build_model, count_parameters, model_args
+from cnn_tracker.config import TrainConfig
+from cnn_tracker.errors import ConfigError
+from cnn_tracker.training import checkpoint as ckpt_io
+from cnn_tracker.training.data import (
+    Data,
+    DatasetSpec,
+    Split,
+    eval_batches,
+    train_batches,
+)
+from cnn_tracker.training.models import build_model, count_parameters, model_args
 
 
 class EpochSink(Protocol):

@@ -1,0 +1,1 @@
+"""The local run store (SQLite): schema, connection, plain reads and writes, recovery."""

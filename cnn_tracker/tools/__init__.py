@@ -1,0 +1,1 @@
+"""Tools over trained models: inference (evaluate, predict) and the bench."""

@@ -1,0 +1,1 @@
+"""The W&B boundary: the only modules that import wandb."""
