@@ -1,7 +1,9 @@
 """One exception type for every bad input a user can give us.
 
 Each is printed as one line (``Error: ...``) naming the value and the fix, and the process exits
-with code 2 (click's usage-error code). Tracebacks are shown only with ``--debug``.
+with code 2 (click's usage-error code; the CLI turns a UserError into click's error). Tracebacks
+are shown only with ``--debug``. Nothing here depends on click: data, models, config and the
+store raise these without knowing about the command line.
 """
 
 from __future__ import annotations
@@ -9,13 +11,18 @@ from __future__ import annotations
 import difflib
 from typing import Iterable
 
-import click
 
-
-class UserError(click.ClickException):
+class UserError(Exception):
     """A bad input (config key or value, YAML, data, checkpoint, CLI argument)."""
 
     exit_code = 2
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigError(UserError):

@@ -20,8 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import click
-
 from cnn_tracker import env
 from cnn_tracker.config import KEYS, RunSettings, TrainConfig, make_config
 from cnn_tracker.errors import CheckpointError, ConfigError, UserError
@@ -230,7 +228,7 @@ def run_training(
     output_dir: Path | None,
     store_dir: str | os.PathLike[str] | None = None,
     quiet: bool = False,
-    echo: Callable[[str], None] = click.echo,
+    echo: Callable[[str], None] = print,
     resume: str | None = None,
     options_given: bool = True,
 ) -> dict[str, Any]:
@@ -278,7 +276,7 @@ def run_training(
 
     sweep_id = (os.environ.get(SWEEP_ID_VAR) or os.environ.get("WANDB_SWEEP_ID")
                 or (info.get("sweep_id") if ckpt else None) or None)
-    with StopSignals(lambda line: click.echo(line, err=True)) as stop:
+    with StopSignals(lambda line: print(line, file=sys.stderr, flush=True)) as stop:
         if ckpt is None:
             tracker = make_tracker(cfg, settings, mode)
         else:

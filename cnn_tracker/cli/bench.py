@@ -1,0 +1,79 @@
+"""``cnn-tracker bench``: training speed, measured side by side."""
+
+from __future__ import annotations
+
+import click
+
+from cnn_tracker import env
+from cnn_tracker.cli.common import echo_json
+from cnn_tracker.config import (
+    DATASETS,
+    MODELS,
+)
+from cnn_tracker.errors import UserError
+
+
+@click.command()
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist",
+              show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
+              help="Throughput and W&B overhead: median of N alternating runs.")
+@click.option("--tta-repeats", type=click.IntRange(1, 100), default=1, show_default=True,
+              help="Time to target of the fast preset: median over seeds 0..N-1.")
+@click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Test accuracy to reach [default: 0.99 mnist, 0.9264 fashion-mnist].")
+@click.option("--reference-budget", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="Seconds of reference-loop training before it gives up on the target.")
+@click.option("--reference-model", type=click.Choice(MODELS),
+              default="tinyvgg", show_default=True, help="Model of the seed-style reference loop.")
+@click.option("--reference-hidden", type=click.IntRange(1, 4096), default=10, show_default=True,
+              help="hidden_units of the reference model (the throughput comparison uses it too).")
+@click.option("--overhead-epochs", type=click.IntRange(1, 100), default=2, show_default=True,
+              help="Epochs of the W&B overhead runs and of the peak-RSS run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a hyperparameter of the fast preset (repeatable), e.g. --set batch_size=512.")
+@click.option("--data-dir", "data_dir", help="Dataset root.")
+@click.option("--quick", is_flag=True, help="Smallest budget of every measurement (checks the harness; "
+              "not a measurement).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def bench(dataset, device, repeats, tta_repeats, target, reference_budget, reference_model,
+          reference_hidden, overhead_epochs, overrides, data_dir, quick, as_json) -> None:
+    """Measure training speed: our trainer vs a seed-style loop, side by side in one process.
+
+    Throughput on the same model; time to a target test accuracy (fast preset vs the seed-style
+    loop); W&B offline vs disabled overhead and init/finish time; peak RSS of a train process.
+    A benchmark, not a test: run it on a quiet machine and compare ratios, not absolute times.
+    """
+    from cnn_tracker.tools.bench import (
+        BenchOptions,
+        Reference,
+        fast_config,
+        format_report,
+        run_bench,
+    )
+
+    pairs = []
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r} is not KEY=VALUE: write e.g. --set batch_size=512.")
+        pairs.append((key.strip().replace("-", "_"), value))
+    opts = BenchOptions(
+        dataset=dataset, device=device, repeats=repeats, tta_repeats=tta_repeats, target=target,
+        reference_budget=reference_budget, overhead_epochs=overhead_epochs,
+        overrides=tuple(pairs), quick=quick,
+        reference=Reference(model=reference_model, hidden_units=reference_hidden),
+    )
+    fast_config(opts)  # a bad --set fails here, before any measurement
+    report = run_bench(opts, env.data_dir(data_dir), echo=(lambda s: None) if as_json else
+                       (lambda s: click.echo(f"... {s}", err=True)))
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(format_report(report))
+
+
+
+
+COMMANDS = (bench,)

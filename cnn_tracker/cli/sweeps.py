@@ -1,0 +1,180 @@
+"""``cnn-tracker sweep validate|create`` and ``cnn-tracker agent``: making and running sweeps."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from cnn_tracker import env
+from cnn_tracker.cli.common import STORE_OPTION, cloud_or_fail, echo_json, open_store
+from cnn_tracker.errors import UserError
+from cnn_tracker.store.db import (
+    HEARTBEAT_VAR,
+    STALE_SECONDS,
+    heartbeat_seconds,
+)
+
+
+@click.group()
+def sweep() -> None:
+    """W&B sweep configs: validate, create (W&B or the local store), status, list."""
+
+
+@sweep.command("validate")
+@click.argument("file", type=click.Path(dir_okay=False))
+def sweep_validate(file: str) -> None:
+    """Check FILE against W&B's sweep schema and our train config keys and values (exit 0 or 2)."""
+    from cnn_tracker.search.spec import check, load_sweep_file
+
+    config = load_sweep_file(file)
+    for warning in check(config, f"file '{file}'"):
+        click.echo(f"warning: {warning}", err=True)
+    n = len(config.get("parameters") or {})
+    click.echo(f"{file}: valid ({config.get('method')} over {n} parameter(s), "
+               f"metric {(config.get('metric') or {}).get('name', 'none')})")
+
+
+@sweep.command("create")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--offline", is_flag=True, help="Create it in the local store (no W&B server needed).")
+@click.option("--project", help="W&B project [default: the file's project:, WANDB_PROJECT, cnn-tracker].")
+@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity (online only).")
+@STORE_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
+    """Create a sweep from FILE: on W&B (wandb.sweep) or, with --offline, in the local store.
+
+    Without --offline the W&B mode decides as for train: online with an API key, else offline.
+    Prints the sweep id and the agent command to run next.
+    """
+    import os
+
+    from cnn_tracker.search.spec import check, load_sweep_file
+
+    config = load_sweep_file(file)
+    for warning in check(config, f"file '{file}'"):
+        click.echo(f"warning: {warning}", err=True)
+    project = project or config.get("project") or os.environ.get("WANDB_PROJECT") or "cnn-tracker"
+    mode = "offline"
+    if not offline:
+        mode, notice = env.resolve_mode(None)
+        if notice:
+            click.echo("W&B: no API key found, creating the sweep in the local store "
+                       "(pass --offline to say so; set WANDB_API_KEY for a W&B sweep).", err=True)
+        if mode == "online" and not env.has_api_key():
+            raise UserError("WANDB_MODE is online but no API key is configured: set WANDB_API_KEY, "
+                            "or pass --offline.")
+        mode = "offline" if mode == "disabled" else mode
+    if mode == "offline":
+        store = open_store(store_dir)
+        created = store.create_sweep(config, project)
+        sweep_id, where = created.id, str(store.root)
+        agent_cmd = f"cnn-tracker agent {sweep_id}"
+        if store_dir:
+            agent_cmd += f" --store {store.root}"
+    else:
+        from cnn_tracker.results.remote import create_sweep, sweep_path
+
+        raw_id = create_sweep(config, project, entity)
+        sweep_id = sweep_path(raw_id, project, entity)
+        where, agent_cmd = "wandb", f"cnn-tracker agent {sweep_id}"
+    if as_json:
+        echo_json({"sweep_id": sweep_id, "mode": mode, "project": project, "store": where,
+                    "method": config.get("method"), "agent_command": agent_cmd})
+        return
+    click.echo(f"created {mode} sweep {sweep_id} ({config.get('method')}, project {project}"
+               + (f", store {where}" if mode == "offline" else "") + ")")
+    click.echo(f"run agents with:  {agent_cmd}  [--agents N | --gpus 0,1,...] [--count N]")
+
+
+def _parse_gpus(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        import torch
+
+        n = torch.cuda.device_count()
+        if n == 0:
+            raise UserError("--gpus all: no CUDA GPU is visible here. Use --agents N on CPU.")
+        return [str(i) for i in range(n)]
+    gpus = [g.strip() for g in value.split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
+        raise UserError(f"invalid --gpus {value!r}: give distinct GPU indices like 0,1,2 (or 'all').")
+    return gpus
+
+
+@click.command()
+@click.argument("sweep_id")
+@click.option("--count", type=click.IntRange(min=1), help="Trials per agent [default: until the sweep is done].")
+@click.option("--gpus", help="One agent per listed GPU, e.g. 0,1,2,3 (or 'all'); each sees only its GPU.")
+@click.option("--agents", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Agents on this machine when no --gpus (CPU threads are split between them).")
+@click.option("--max-failures", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Stop an agent after this many failed trials in a row.")
+@click.option("--stagger", type=click.FloatRange(min=0), help="Seconds between agent starts "
+              "[default: 1 for local sweeps, 5 for W&B].")
+@click.option("--project", envvar="WANDB_PROJECT", help="W&B project of a W&B sweep id.")
+@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity of a W&B sweep id.")
+@STORE_OPTION
+@click.option("--stale-after", type=click.FloatRange(min=1), default=STALE_SECONDS, show_default=True,
+              metavar="SECONDS", help="Mark a running trial of a local sweep crashed when its "
+              "heartbeat is this old (its process was killed).")
+@click.option("--name", default="agent", hidden=True)
+@click.option("--quiet-trials", is_flag=True, help="Do not echo the trials' output (it is always "
+              "in the store's sweep folder).")
+def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity, store_dir,
+          stale_after, name, quiet_trials) -> None:
+    """Run trials of SWEEP_ID: a local sweep (offline engine) or a W&B sweep (wandb agent).
+
+    \b
+    cnn-tracker agent abc123xy                 one agent on this machine
+    cnn-tracker agent abc123xy --agents 2      two CPU agents, cores split between them
+    cnn-tracker agent me/proj/abc123xy --gpus 0,1,2,3   one W&B agent per GPU
+
+    Ctrl-C stops all agents and their trials cleanly.
+    """
+    from cnn_tracker.search.agent import (
+        agent_slots,
+        launch,
+        local_agent_command,
+        run_agent,
+        wandb_agent_command,
+        wandb_agent_env,
+    )
+
+    stale_floor = 3 * heartbeat_seconds()
+    if stale_after < stale_floor:
+        raise UserError(f"--stale-after {stale_after:g} is shorter than three heartbeats "
+                        f"({stale_floor:g} s): live trials would be marked crashed. Give at least "
+                        f"{stale_floor:g}, or lower {HEARTBEAT_VAR}.")
+    gpu_list = _parse_gpus(gpus)
+    if gpu_list and agents != 1:
+        raise UserError("give either --gpus (one agent per GPU) or --agents N (CPU), not both.")
+    slots = agent_slots(gpu_list, agents)
+    store = open_store(store_dir)
+    local = store.find_sweep(sweep_id) if "/" not in sweep_id else None
+    if local is not None:
+        if len(slots) == 1:
+            os.environ.update(slots[0])
+            sys.exit(run_agent(store, sweep_id, count=count, max_failures=max_failures, name=name,
+                               echo=click.echo, stream=not quiet_trials, stale_seconds=stale_after))
+        commands = [local_agent_command(sweep_id, store=store, count=count,
+                                        max_failures=max_failures, name=f"agent-{i}",
+                                        stale_after=stale_after)
+                    for i in range(len(slots))]
+        sys.exit(launch(commands, slots, stagger=1.0 if stagger is None else stagger, echo=click.echo))
+    cloud_or_fail(f"sweep '{sweep_id}'", store)
+    from cnn_tracker.results.remote import sweep_path
+
+    path = sweep_path(sweep_id, project, entity)
+    command = wandb_agent_command(path, count=count, max_failures=max_failures)
+    click.echo(f"W&B sweep {path}: starting {len(slots)} `wandb agent` process(es)")
+    sys.exit(launch([command] * len(slots), [{**wandb_agent_env(), **slot} for slot in slots],
+                    stagger=5.0 if stagger is None else stagger, echo=click.echo))
+
+
+
+
+COMMANDS = (sweep, agent)
