@@ -18,7 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from cnn_tracker.search.spec import import_sweeps, load_sweep_file, suggest
+from cnn_tracker.runs import lifecycle
+from cnn_tracker.search.engine import import_sweeps, suggest
+from cnn_tracker.search.scheduler import claim_trial
+from cnn_tracker.search.spec import load_sweep_file
 from cnn_tracker.store.db import Store
 
 
@@ -40,12 +43,12 @@ def main() -> None:
         for i in range(args.runs):
             params = {k: v["value"] for k, v in sweeps.next_run(random_space, []).config.items()}
             run_id = f"r{i:04d}"
-            store.start_run(run_id, sweep_id=sweep_id, project="bench", name=run_id, config=params,
+            lifecycle.start(store, run_id, sweep_id=sweep_id, project="bench", name=run_id, config=params,
                             output_dir="-", wandb_dir=None, params=params)
             base = 0.85 + 0.05 * math.tanh(math.log10(params.get("lr", 1e-3)) + 2.5) + rng.gauss(0, 0.01)
             for epoch in (1, 2, 3):
                 store.record_epoch(run_id, epoch, {"epoch": epoch, "val/accuracy": base - 0.02 * (3 - epoch)})
-            store.end_run(run_id, "finished", summary={"val/accuracy": base})
+            lifecycle.finish(store, run_id, "finished", summary={"val/accuracy": base})
 
         suggest_s, claim_s = [], []
         for _ in range(args.repeats):
@@ -55,9 +58,9 @@ def main() -> None:
             t1 = time.perf_counter()
             suggest(sweep, runs)
             t2 = time.perf_counter()
-            run, _ = store.claim_trial(sweep_id, suggest, agent="bench")  # read + fit + commit
+            run, _ = claim_trial(store, sweep_id, suggest, agent="bench")  # read + fit + commit
             t3 = time.perf_counter()
-            store.end_run(run.id, "killed")  # keep N prior *usable* runs comparable across repeats
+            lifecycle.end_by_agent(store, run.id, "killed", exitcode=None)  # keep N prior *usable* runs comparable across repeats
             suggest_s.append(t2 - t1)
             claim_s.append(t3 - t2)
             read_s = t1 - t0

@@ -1,23 +1,52 @@
-"""Environment: the ``.env`` file, the W&B mode and the local folders the toolkit uses.
+"""Environment: every environment variable the toolkit reads or sets, the ``.env`` file, the W&B
+mode and the local folders the toolkit uses.
 
-Every environment variable the toolkit reads is named here (and listed in ``.env.example``).
+Each variable name is written here once (and listed in ``.env.example``); other modules call the
+functions below or use the constants, never a literal name or ``os.environ`` directly.
 """
 
 from __future__ import annotations
 
 import netrc
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator, Mapping
 from urllib.parse import urlparse
 
 from cnn_tracker.errors import UserError
 
-# Variables of our own. W&B's (WANDB_API_KEY, WANDB_PROJECT, WANDB_ENTITY, WANDB_MODE, WANDB_DIR,
-# WANDB_BASE_URL, ...) are read by the SDK itself, and by resolve_mode below.
+# Variables of our own.
 DATA_DIR_VAR = "CNN_TRACKER_DATA_DIR"
 MIRROR_VAR = "CNN_TRACKER_DATA_MIRROR"
 DOWNLOAD_VAR = "CNN_TRACKER_DOWNLOAD"
 OUTPUT_DIR_VAR = "CNN_TRACKER_OUTPUT_DIR"
+STORE_VAR = "CNN_TRACKER_STORE"  # the local run store folder
+HEARTBEAT_VAR = "CNN_TRACKER_HEARTBEAT_SECONDS"  # seconds between a live run's heartbeats
+SWEEP_ID_VAR = "CNN_TRACKER_SWEEP_ID"  # set by the offline agent for its trials
+RESUME_VAR = "CNN_TRACKER_RESUME"  # set by the offline agent for a requeued trial: the run to resume
+
+# W&B's variables (the SDK reads most of them itself; these are the ones we read or set).
+WANDB_API_KEY = "WANDB_API_KEY"
+WANDB_BASE_URL = "WANDB_BASE_URL"
+WANDB_MODE = "WANDB_MODE"
+WANDB_PROJECT = "WANDB_PROJECT"
+WANDB_ENTITY = "WANDB_ENTITY"
+WANDB_RUN_GROUP = "WANDB_RUN_GROUP"
+WANDB_RUN_ID = "WANDB_RUN_ID"
+WANDB_SWEEP_ID = "WANDB_SWEEP_ID"
+WANDB_SWEEP_PARAM_PATH = "WANDB_SWEEP_PARAM_PATH"
+WANDB_DIR = "WANDB_DIR"
+WANDB_SILENT = "WANDB_SILENT"
+
+# Process-level variables we set for child processes.
+CUDA_DEVICES_VAR = "CUDA_VISIBLE_DEVICES"
+OMP_THREADS_VAR = "OMP_NUM_THREADS"
+CUBLAS_WORKSPACE_VAR = "CUBLAS_WORKSPACE_CONFIG"
+UNBUFFERED_VAR = "PYTHONUNBUFFERED"
+
+DEFAULT_STORE = ".cnn-tracker"
+HEARTBEAT_SECONDS = 10.0  # default seconds between heartbeats
 
 _MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
                  "disabled": "disabled"}
@@ -52,9 +81,9 @@ def normalize_mode(mode: str, source: str) -> str:
 
 def has_api_key() -> bool:
     """True when W&B could authenticate: WANDB_API_KEY, or a netrc entry for the W&B host."""
-    if os.environ.get("WANDB_API_KEY", "").strip():
+    if os.environ.get(WANDB_API_KEY, "").strip():
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or ""
+    host = urlparse(os.environ.get(WANDB_BASE_URL, "https://api.wandb.ai")).hostname or ""
     path = os.environ.get("NETRC") or str(Path.home() / ".netrc")
     try:
         return netrc.netrc(path).authenticators(host) is not None
@@ -69,9 +98,9 @@ def resolve_mode(cli_mode: str | None) -> tuple[str, str | None]:
     """
     if cli_mode:
         return normalize_mode(cli_mode, "--mode"), None
-    env_mode = os.environ.get("WANDB_MODE", "").strip()
+    env_mode = os.environ.get(WANDB_MODE, "").strip()
     if env_mode:
-        return normalize_mode(env_mode, "WANDB_MODE"), None
+        return normalize_mode(env_mode, WANDB_MODE), None
     if has_api_key():
         return "online", None
     return "offline", (
@@ -104,3 +133,136 @@ def download_allowed() -> bool:
 def output_root() -> Path:
     """Where runs put their local outputs when --output-dir is not given."""
     return Path(os.environ.get(OUTPUT_DIR_VAR) or "outputs")
+
+
+def store_dir(cli_value: str | os.PathLike[str] | None = None) -> Path:
+    """``--store`` > CNN_TRACKER_STORE > ``./.cnn-tracker``, as an absolute path."""
+    value = cli_value or os.environ.get(STORE_VAR) or DEFAULT_STORE
+    return Path(value).expanduser().absolute()
+
+
+def heartbeat_seconds() -> float:
+    """Seconds between heartbeats: CNN_TRACKER_HEARTBEAT_SECONDS, else HEARTBEAT_SECONDS."""
+    raw = os.environ.get(HEARTBEAT_VAR, "").strip()
+    if not raw:
+        return HEARTBEAT_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.05 <= value <= 3600:
+        raise UserError(f"invalid {HEARTBEAT_VAR}={raw!r}: give seconds between 0.05 and 3600 "
+                        f"(default {HEARTBEAT_SECONDS:g}), or unset it.")
+    return value
+
+
+def get(name: str) -> str | None:
+    """The value of one of the variables named above, or None when unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def resume_request() -> str | None:
+    """The run the offline agent asked this trial to resume (CNN_TRACKER_RESUME)."""
+    return get(RESUME_VAR)
+
+
+def wandb_run_id() -> str | None:
+    """WANDB_RUN_ID: set by either agent for the run it starts."""
+    return get(WANDB_RUN_ID)
+
+
+def sweep_id() -> str | None:
+    """The sweep this process runs a trial of: ours (offline agent) or W&B's (wandb agent)."""
+    return get(SWEEP_ID_VAR) or get(WANDB_SWEEP_ID)
+
+
+def is_local_trial() -> bool:
+    """True in a trial started by our offline agent (it watches for the agent vanishing)."""
+    return get(SWEEP_ID_VAR) is not None
+
+
+def wandb_sweep_id() -> str | None:
+    """WANDB_SWEEP_ID: set by W&B's own agent."""
+    return get(WANDB_SWEEP_ID)
+
+
+def wandb_project() -> str | None:
+    return get(WANDB_PROJECT)
+
+
+def wandb_entity() -> str | None:
+    return get(WANDB_ENTITY)
+
+
+def set_default(name: str, value: str) -> None:
+    """Set a variable of this process unless it is set already."""
+    os.environ.setdefault(name, value)
+
+
+def apply(overrides: Mapping[str, str]) -> None:
+    """Set variables of this process (e.g. an agent slot's CUDA_VISIBLE_DEVICES)."""
+    os.environ.update(overrides)
+
+
+def current() -> dict[str, str]:
+    """A copy of this process's environment (the base of a child's)."""
+    return dict(os.environ)
+
+
+def child_environ(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with ``extra`` on top, for a child process."""
+    return {**os.environ, **extra}
+
+
+def with_path_first(folder: str) -> dict[str, str]:
+    """PATH with ``folder`` first (so a child's plain ``python`` is this environment's)."""
+    return {"PATH": folder + os.pathsep + os.environ.get("PATH", "")}
+
+
+def agent_slot(gpu: str | None, threads: int | None) -> dict[str, str]:
+    """One agent's variables: the GPU it sees, or its share of CPU threads (unless the user set
+    OMP_NUM_THREADS)."""
+    if gpu is not None:
+        return {CUDA_DEVICES_VAR: gpu}
+    if threads is not None and OMP_THREADS_VAR not in os.environ:
+        return {OMP_THREADS_VAR: str(threads)}
+    return {}
+
+
+def trial_environ(*, run_id: str, group: str, project: str, param_path: str, store_root: str,
+                  sweep: str, resume: bool) -> dict[str, str]:
+    """A local-sweep trial's environment: an offline W&B run in the sweep's group, reporting to
+    the store.
+
+    WANDB_SWEEP_ID is *not* set: the cloud does not know local sweeps, and ``wandb sync`` of a
+    run naming an unknown sweep would fail. The run group (= the local sweep id) keeps the trials
+    together on the dashboard after syncing. Trials need no API key (they run offline), so it is
+    not passed on. A requeued (preempted) trial gets CNN_TRACKER_RESUME = its run id.
+    """
+    environ = dict(os.environ)
+    for name in (WANDB_SWEEP_ID, WANDB_API_KEY, RESUME_VAR):
+        environ.pop(name, None)
+    if resume:
+        environ[RESUME_VAR] = run_id
+    environ.update({
+        WANDB_MODE: "offline", WANDB_RUN_ID: run_id, WANDB_RUN_GROUP: group,
+        WANDB_PROJECT: project, WANDB_SWEEP_PARAM_PATH: param_path, STORE_VAR: store_root,
+        SWEEP_ID_VAR: sweep, UNBUFFERED_VAR: "1",
+    })
+    return environ
+
+
+@contextmanager
+def overridden(values: Mapping[str, str]) -> Iterator[None]:
+    """Set variables for the duration of a block, then restore them (the bench's W&B modes)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in old.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

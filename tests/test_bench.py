@@ -18,11 +18,11 @@ from cnn_tracker.tools.bench import (
     reference_time_to_target,
 )
 from cnn_tracker.training.data import get_spec, load_data
-from cnn_tracker.training.engine import evaluate, resolve_precision, train
+from cnn_tracker.training.engine import evaluate, resolve_precision
 
 from .conftest import TINY_ARGS
 from .test_e2e import run_cli_subprocess
-from .test_engine import RecordingTracker
+from .test_engine import RecordingTracker, fit
 
 
 def _finite_positive(x) -> bool:
@@ -157,7 +157,7 @@ def test_bf16_and_memory_formats_train_the_same_model(tiny_root, tmp_path):
         cfg = make_config({"model": "lenet", "epochs": 6, "batch_size": 32, "val_size": 50,
                            "augment": False, **extra})
         data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=0)
-        results[name] = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path / name)
+        results[name] = fit(cfg, data, RecordingTracker(), tmp_path / name)
     plain, nhwc, bf16 = results["plain"], results["nhwc"], results["bf16"]
     assert nhwc.history[-1]["train/loss"] == pytest.approx(plain.history[-1]["train/loss"], rel=1e-3)
     assert nhwc.test.accuracy == pytest.approx(plain.test.accuracy, abs=0.02)
@@ -178,7 +178,7 @@ def test_compiled_model_trains_like_the_eager_one_and_saves_plain_weights(tiny_r
         cfg = make_config({"model": "mlp", "epochs": 3, "batch_size": 32, "val_size": 50,
                            "hidden_units": 32, "compile": compiled})
         data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=0)
-        results[compiled] = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path / str(compiled))
+        results[compiled] = fit(cfg, data, RecordingTracker(), tmp_path / str(compiled))
     eager, compiled = results[False], results[True]
     for a, b in zip(eager.history, compiled.history):
         assert b["train/loss"] == pytest.approx(a["train/loss"], rel=1e-3)

@@ -5,14 +5,20 @@ import pytest
 import torch
 
 from cnn_tracker.config import make_config
-from cnn_tracker.tracking.tracker import Tracker
 from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoint
 from cnn_tracker.training.data import load_data
-from cnn_tracker.training.engine import evaluate, train
+from cnn_tracker.training.engine import TrainHooks, evaluate, resolve_precision, train
 from cnn_tracker.training.reports import TestReport
+from cnn_tracker.training.state import CheckpointFiles
 
 
-class RecordingTracker(Tracker):
+def fit(cfg, data, hooks, folder, **kwargs):
+    """``train`` with checkpoints in ``folder`` and the precision resolved as a run's plan does."""
+    amp_dtype = resolve_precision(cfg.precision, data.train.images.device)
+    return train(cfg, data, hooks, files=CheckpointFiles(folder), amp_dtype=amp_dtype, **kwargs)
+
+
+class RecordingTracker(TrainHooks):
     def __init__(self):
         self.metrics, self.checkpoints = [], []
 
@@ -29,7 +35,7 @@ def test_tiny_run_learns(tiny_root, tmp_path, model):
                        "hidden_units": 16 if model != "lenet" else None, "dataset": "fashion-mnist"})
     data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
     tracker = RecordingTracker()
-    result = train(cfg, data, tracker, checkpoint_dir=tmp_path / "ckpt")
+    result = fit(cfg, data, tracker, tmp_path / "ckpt")
     assert result.test.accuracy >= 0.8  # chance is 0.1
     assert [e for e, _ in tracker.metrics] == list(range(1, 11))
     keys = {"epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
@@ -47,7 +53,7 @@ def test_tiny_run_learns(tiny_root, tmp_path, model):
 def test_best_checkpoint_is_self_describing_and_reproduces_test(tiny_root, tmp_path):
     cfg = make_config({"model": "lenet", "epochs": 2, "batch_size": 32, "val_size": 50})
     data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
-    result = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path / "ckpt")
+    result = fit(cfg, data, RecordingTracker(), tmp_path / "ckpt")
     ckpt = load_checkpoint(result.best_path)
     assert ckpt["model"] == "lenet" and ckpt["dataset"] == "mnist"
     assert ckpt["epoch"] == result.best_epoch
@@ -63,8 +69,8 @@ def test_same_seed_same_result_deterministic(tiny_root, tmp_path):
     cfg = make_config({"model": "mlp", "epochs": 2, "batch_size": 32, "val_size": 50,
                        "deterministic": True, "seed": 7})
     data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
-    a = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path / "a")
-    b = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path / "b")
+    a = fit(cfg, data, RecordingTracker(), tmp_path / "a")
+    b = fit(cfg, data, RecordingTracker(), tmp_path / "b")
     assert [h["train/loss"] for h in a.history] == [h["train/loss"] for h in b.history]
     torch.use_deterministic_algorithms(False)
 
@@ -74,7 +80,7 @@ def test_optimizers_and_schedulers_shape_the_lr(tiny_root, tmp_path, optimizer, 
     cfg = make_config({"model": "mlp", "epochs": 4, "batch_size": 64, "val_size": 50, "lr": 0.01,
                        "optimizer": optimizer, "scheduler": scheduler, "label_smoothing": 0.1})
     data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
-    result = train(cfg, data, RecordingTracker(), checkpoint_dir=tmp_path)
+    result = fit(cfg, data, RecordingTracker(), tmp_path)
     lrs = [h["lr"] for h in result.history]  # lr after each epoch's last step
     if scheduler == "none":
         assert lrs == [0.01] * 4

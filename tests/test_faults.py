@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
+from cnn_tracker.runs import lifecycle
 from cnn_tracker.store.db import Store
 from cnn_tracker.training.checkpoint import load_checkpoint
 
@@ -159,15 +160,16 @@ def test_sigkill_of_the_agent_alone_its_trial_preempts_itself(fault_env, tmp_pat
 # concurrency test is about the agents and the store, so its trials cost milliseconds.
 LIGHT_TRIAL = """
 import json, os, sys, time
+from cnn_tracker.runs import lifecycle
 from cnn_tracker.store.db import Store
 params = json.load(open(sys.argv[1]))
 run_id = os.environ["WANDB_RUN_ID"]
 store = Store()
-store.start_run(run_id, sweep_id=os.environ["CNN_TRACKER_SWEEP_ID"], project="p", name=run_id,
-                config=params, output_dir=".", wandb_dir=None)
+lifecycle.start(store, run_id, sweep_id=os.environ["CNN_TRACKER_SWEEP_ID"], project="p",
+                name=run_id, config=params, output_dir=".", wandb_dir=None)
 time.sleep(0.05)
 store.record_epoch(run_id, 1, {"epoch": 1, "val/accuracy": 1 - params["lr"]})
-store.end_run(run_id, "finished", summary={"val/accuracy": 1 - params["lr"], "lr": params["lr"]})
+lifecycle.finish(store, run_id, "finished", summary={"val/accuracy": 1 - params["lr"], "lr": params["lr"]})
 """
 
 
@@ -223,10 +225,10 @@ def test_a_truncated_store_is_a_clear_error_never_a_reset_and_can_be_recovered(t
     store = Store("s").open()
     sweep = store.create_sweep({"method": "random", "parameters": {}}, "p")
     for i in range(200):
-        store.start_run(f"run{i:03d}", sweep_id=sweep.id, project="p", name="n" * 100,
+        lifecycle.start(store, f"run{i:03d}", sweep_id=sweep.id, project="p", name="n" * 100,
                         config={"pad": "x" * 400}, output_dir="o", wandb_dir=None)
         store.record_epoch(f"run{i:03d}", 1, {"val/accuracy": 0.5})
-        store.end_run(f"run{i:03d}", "finished")
+        lifecycle.finish(store, f"run{i:03d}", "finished")
     store.close()
     import sqlite3
 

@@ -3,11 +3,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cnn_tracker.config import make_config
 from cnn_tracker.training.models import (
     REGISTRY,
     build_model,
     count_parameters,
     model_args,
+    with_model_defaults,
 )
 
 NAMES = list(REGISTRY)
@@ -65,3 +67,10 @@ def test_flattened_size_follows_the_input_shape():
 def test_dropout_default_and_override():
     assert model_args("fashioncnn")["dropout"] == 0.5
     assert model_args("fashioncnn", dropout=0.1)["dropout"] == 0.1
+
+
+def test_with_model_defaults_fills_only_what_is_left_at_none():
+    cfg = with_model_defaults(make_config({"model": "fashioncnn"}))
+    assert (cfg.hidden_units, cfg.dropout) == (128, 0.5)
+    cfg = with_model_defaults(make_config({"model": "lenet", "hidden_units": 64, "dropout": 0.2}))
+    assert (cfg.hidden_units, cfg.dropout) == (64, 0.2)

@@ -17,40 +17,44 @@ from click.testing import CliRunner
 from cnn_tracker.cli import cli
 from cnn_tracker.config import make_config
 from cnn_tracker.store.db import Store
-from cnn_tracker.tracking.tracker import Tracker
 from cnn_tracker.training.checkpoint import load_checkpoint
 from cnn_tracker.training.data import load_data
-from cnn_tracker.training.engine import Preempted, train
+from cnn_tracker.training.engine import Preempted, TrainHooks
+from cnn_tracker.training.state import load_resume
 
 from .conftest import isolate
 from .test_e2e import leet_records
+from .test_engine import fit
 
 # Deterministic, with augmentation and dropout: every RNG stream matters for an exact match.
 CFG = {"model": "fashioncnn", "dataset": "fashion-mnist", "epochs": 3, "batch_size": 32,
        "val_size": 50, "deterministic": True, "augment": True, "dropout": 0.3, "lr": 3e-3}
 
 
-def stop_after(polls: int, signum: int = signal.SIGTERM):
-    """A stop_signal that answers ``signum`` from its ``polls``-th call on (one call per batch)."""
-    count = {"n": 0}
+class StopAfter(TrainHooks):
+    """Hooks whose stop_signal answers ``signum`` from its ``polls``-th call on (one call per batch)."""
 
-    def poll() -> int:
-        count["n"] += 1
-        return signum if count["n"] >= polls else 0
+    def __init__(self, polls: int, signum: int):
+        self.polls, self.signum, self.n = polls, signum, 0
 
-    return poll
+    def stop_signal(self) -> int:
+        self.n += 1
+        return self.signum if self.n >= self.polls else 0
 
 
-def resume_arg(path: Path) -> dict:
-    ckpt = load_checkpoint(path)
-    return {**ckpt["resume"], "state_dict": ckpt["state_dict"]}
+def stop_after(polls: int, signum: int = signal.SIGTERM) -> TrainHooks:
+    return StopAfter(polls, signum)
+
+
+def resume_arg(path: Path):
+    return load_resume(path)[1]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_root, tmp_path_factory):
     cfg = make_config(CFG)
     data = load_data(cfg.dataset, tiny_root, val_size=cfg.val_size, seed=cfg.seed)
-    return cfg, data, train(cfg, data, Tracker(), checkpoint_dir=tmp_path_factory.mktemp("full"))
+    return cfg, data, fit(cfg, data, TrainHooks(), tmp_path_factory.mktemp("full"))
 
 
 def assert_same_run(a, b) -> None:
@@ -67,14 +71,14 @@ def assert_same_run(a, b) -> None:
 def test_resume_after_a_signal_matches_an_uninterrupted_run(uninterrupted, tmp_path, polls):
     cfg, data, full = uninterrupted
     with pytest.raises(Preempted) as stopped:
-        train(cfg, data, Tracker(), checkpoint_dir=tmp_path, stop_signal=stop_after(polls))
+        fit(cfg, data, stop_after(polls), tmp_path)
     assert stopped.value.signum == signal.SIGTERM
     state = load_checkpoint(stopped.value.path)["resume"]
     assert (state["epoch"], state["batch"]) == (stopped.value.epoch, stopped.value.batch)
     assert {"optimizer", "scheduler", "scaler", "rng", "history", "best", "global_step"} <= set(state)
     assert state["global_step"] == (state["epoch"] - 1) * 11 + state["batch"]
     assert (state["epoch"], state["batch"]) == {5: (1, 5), 11: (1, 11), 12: (2, 0), 15: (2, 3)}[polls]
-    resumed = train(cfg, data, Tracker(), checkpoint_dir=tmp_path, resume=resume_arg(stopped.value.path))
+    resumed = fit(cfg, data, TrainHooks(), tmp_path, resume=resume_arg(stopped.value.path))
     assert resumed.resumed_from == f"epoch {state['epoch']}, batch {state['batch']}"
     assert_same_run(full, resumed)
 
@@ -83,16 +87,16 @@ def test_last_checkpoint_of_every_epoch_resumes_a_killed_run(uninterrupted, tmp_
     """A SIGKILLed run has no resume.pt, but last.pt (written at every epoch end) resumes it."""
     cfg, data, full = uninterrupted
     with pytest.raises(Preempted):  # stands in for a kill during epoch 3: only last.pt counts
-        train(cfg, data, Tracker(), checkpoint_dir=tmp_path, stop_signal=stop_after(25))
+        fit(cfg, data, stop_after(25), tmp_path)
     last = load_checkpoint(tmp_path / "last.pt")
     assert (last["resume"]["epoch"], last["resume"]["batch"], last["epoch"]) == (3, 0, 2)
-    resumed = train(cfg, data, Tracker(), checkpoint_dir=tmp_path, resume=resume_arg(tmp_path / "last.pt"))
+    resumed = fit(cfg, data, TrainHooks(), tmp_path, resume=resume_arg(tmp_path / "last.pt"))
     assert_same_run(full, resumed)
 
 
 def test_best_checkpoint_stays_weights_only(uninterrupted, tmp_path):
     cfg, data, _ = uninterrupted
-    train(cfg, data, Tracker(), checkpoint_dir=tmp_path)
+    fit(cfg, data, TrainHooks(), tmp_path)
     assert "resume" not in load_checkpoint(tmp_path / "best.pt")  # the uploaded artifact stays lean
     assert "optimizer" in load_checkpoint(tmp_path / "last.pt")["resume"]
 

@@ -26,7 +26,7 @@ from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
 from cnn_tracker.errors import CheckpointError
-from cnn_tracker.search.spec import expand_command
+from cnn_tracker.search.command import expand_command
 from cnn_tracker.store.db import Store
 
 from .conftest import REPO, TINY_ARGS

@@ -21,18 +21,16 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cnn_tracker.cli import _extra_values, cli
+from cnn_tracker.cli import cli
+from cnn_tracker.cli.train import _extra_values
 from cnn_tracker.config import KEYS, make_config
 from cnn_tracker.errors import UserError
+from cnn_tracker.runs import lifecycle
 from cnn_tracker.search.agent import run_agent
-from cnn_tracker.search.spec import (
-    command_args,
-    expand_command,
-    import_sweeps,
-    load_sweep_file,
-    suggest,
-    validate,
-)
+from cnn_tracker.search.command import command_args, expand_command
+from cnn_tracker.search.engine import import_sweeps, suggest
+from cnn_tracker.search.scheduler import claim_trial
+from cnn_tracker.search.spec import load_sweep_file, validate
 from cnn_tracker.store.db import Store
 
 from .test_catalogue import MANY_PROBLEMS
@@ -201,11 +199,11 @@ def test_concurrent_claims_never_duplicate_and_exhaust_a_grid(tmp_path):
         own = Store(tmp_path / "store")
         try:
             while True:
-                run, why = own.claim_trial(sweep_id, slow_suggest, agent=f"a{i}")
+                run, why = claim_trial(own, sweep_id, slow_suggest, agent=f"a{i}")
                 if run is None:
                     return
                 claimed.append(run)
-                own.end_run(run.id, "finished")
+                lifecycle.finish(own, run.id, "finished")
         except Exception as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -230,7 +228,7 @@ def test_run_cap_is_honoured_by_racing_claims(tmp_path):
 
     def agent():
         own = Store(tmp_path / "store")
-        while (run := own.claim_trial(sweep_id, suggest, agent="a")[0]) is not None:
+        while (run := claim_trial(own, sweep_id, suggest, agent="a")[0]) is not None:
             got.append(run.id)
 
     threads = [threading.Thread(target=agent) for _ in range(3)]
@@ -250,13 +248,13 @@ def test_bayes_suggestions_use_finished_runs(tmp_path):
                                   "dropout": {"min": 0.0, "max": 0.5}})
     sweep_id = store.create_sweep(config, "p").id
     for i in range(5):
-        run, _ = store.claim_trial(sweep_id, suggest, agent="a")
+        run, _ = claim_trial(store, sweep_id, suggest, agent="a")
         p = run.params
         make_config({k: v for k, v in p.items()})  # a valid training config
         assert 1e-4 <= p["lr"] <= 0.1 and p["batch_size"] in (32, 64, 128) and 0 <= p["dropout"] <= 0.5
         acc = 0.5 + 0.1 * i
         store.record_epoch(run.id, 1, {"epoch": 1, "val/accuracy": acc})
-        store.end_run(run.id, "finished", summary={"val/accuracy": acc})
+        lifecycle.finish(store, run.id, "finished", summary={"val/accuracy": acc})
     runs = store.runs(sweep_id=sweep_id)
     params, info = suggest(store.sweep(sweep_id), runs)
     assert info is not None and "predicted_value" in info and "expected_improvement" in info
@@ -265,11 +263,11 @@ def test_bayes_suggestions_use_finished_runs(tmp_path):
 
 def test_stale_runs_are_marked_crashed(tmp_path):
     store = Store(tmp_path / "store")
-    store.start_run("abc", sweep_id=None, project="p", name="n", config={}, output_dir="o",
-                    wandb_dir=None)
-    assert store.reap_stale(timeout=60) == []
+    lifecycle.start(store, "abc", sweep_id=None, project="p", name="n", config={},
+                    output_dir="o", wandb_dir=None)
+    assert lifecycle.reap_stale(store, timeout=60) == []
     time.sleep(0.05)
-    assert store.reap_stale(timeout=0.01) == ["abc"]
+    assert lifecycle.reap_stale(store, timeout=0.01) == ["abc"]
     run = store.run("abc")
     assert run.state == "crashed" and "heartbeat" in run.message
 
@@ -363,11 +361,11 @@ def test_hyperband_stops_a_trailing_trial(data_env, tmp_path, isolated_env):
     sweep_id = create(config, tmp_path)
     store = Store()
     for i in range(3):
-        store.start_run(f"peer{i}", sweep_id=sweep_id, project="p", name="peer", config={},
-                        output_dir="o", wandb_dir=None)
+        lifecycle.start(store, f"peer{i}", sweep_id=sweep_id, project="p", name="peer",
+                        config={}, output_dir="o", wandb_dir=None)
         for epoch in range(1, 5):
             store.record_epoch(f"peer{i}", epoch, {"epoch": epoch, "val/accuracy": 0.99})
-        store.end_run(f"peer{i}", "finished")
+        lifecycle.finish(store, f"peer{i}", "finished")
     assert run_agent(store, sweep_id, count=1, echo=lambda s: None, stream=False) == 0
     trial = [r for r in store.runs(sweep_id=sweep_id) if not r.id.startswith("peer")][0]
     assert trial.state == "stopped" and trial.epochs == 1 and trial.exitcode == 0

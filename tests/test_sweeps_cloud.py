@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from cnn_tracker.cli import cli
 from cnn_tracker.results.remote import sweep_path
 from cnn_tracker.search import agent as agent_mod
-from cnn_tracker.search.agent import agent_slots, launch
+from cnn_tracker.search.launch import agent_slots, launch
 
 REPO = Path(__file__).resolve().parents[1]
 

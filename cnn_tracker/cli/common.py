@@ -7,12 +7,7 @@ from typing import Any
 
 import click
 
-from cnn_tracker import env
-from cnn_tracker.errors import UserError
-from cnn_tracker.store.db import (
-    DEFAULT_STORE,
-    STORE_VAR,
-)
+from cnn_tracker.env import DEFAULT_STORE, STORE_VAR
 
 STORE_OPTION = click.option(
     "--store", "store_dir", metavar="DIR",
@@ -30,9 +25,9 @@ def echo_json(obj: Any) -> None:
 
 
 def cloud_or_fail(what: str, store) -> None:
-    if not env.has_api_key():
-        raise UserError(f"{what} is not in the local run store {store.root}, and no W&B API key is "
-                        f"configured to look it up on W&B: check the id, pass --store / set "
-                        f"{STORE_VAR} to the store that holds it, or set WANDB_API_KEY.")
+    """UserError unless W&B can be asked about ``what`` (see ``results.source.open_source``)."""
+    from cnn_tracker.results.source import require_wandb
+
+    require_wandb(what, store)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -10,11 +9,7 @@ import click
 from cnn_tracker import env
 from cnn_tracker.cli.common import STORE_OPTION, cloud_or_fail, echo_json, open_store
 from cnn_tracker.errors import UserError
-from cnn_tracker.store.db import (
-    HEARTBEAT_VAR,
-    STALE_SECONDS,
-    heartbeat_seconds,
-)
+from cnn_tracker.store.db import STALE_SECONDS
 
 
 @click.group()
@@ -40,7 +35,7 @@ def sweep_validate(file: str) -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--offline", is_flag=True, help="Create it in the local store (no W&B server needed).")
 @click.option("--project", help="W&B project [default: the file's project:, WANDB_PROJECT, cnn-tracker].")
-@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity (online only).")
+@click.option("--entity", envvar=env.WANDB_ENTITY, help="W&B entity (online only).")
 @STORE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
@@ -49,44 +44,17 @@ def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
     Without --offline the W&B mode decides as for train: online with an API key, else offline.
     Prints the sweep id and the agent command to run next.
     """
-    import os
+    from cnn_tracker.search.create import create_sweep
 
-    from cnn_tracker.search.spec import check, load_sweep_file
-
-    config = load_sweep_file(file)
-    for warning in check(config, f"file '{file}'"):
-        click.echo(f"warning: {warning}", err=True)
-    project = project or config.get("project") or os.environ.get("WANDB_PROJECT") or "cnn-tracker"
-    mode = "offline"
-    if not offline:
-        mode, notice = env.resolve_mode(None)
-        if notice:
-            click.echo("W&B: no API key found, creating the sweep in the local store "
-                       "(pass --offline to say so; set WANDB_API_KEY for a W&B sweep).", err=True)
-        if mode == "online" and not env.has_api_key():
-            raise UserError("WANDB_MODE is online but no API key is configured: set WANDB_API_KEY, "
-                            "or pass --offline.")
-        mode = "offline" if mode == "disabled" else mode
-    if mode == "offline":
-        store = open_store(store_dir)
-        created = store.create_sweep(config, project)
-        sweep_id, where = created.id, str(store.root)
-        agent_cmd = f"cnn-tracker agent {sweep_id}"
-        if store_dir:
-            agent_cmd += f" --store {store.root}"
-    else:
-        from cnn_tracker.results.remote import create_sweep, sweep_path
-
-        raw_id = create_sweep(config, project, entity)
-        sweep_id = sweep_path(raw_id, project, entity)
-        where, agent_cmd = "wandb", f"cnn-tracker agent {sweep_id}"
+    made = create_sweep(file, offline=offline, project=project, entity=entity, store_dir=store_dir,
+                        warn=lambda line: click.echo(line, err=True))
     if as_json:
-        echo_json({"sweep_id": sweep_id, "mode": mode, "project": project, "store": where,
-                    "method": config.get("method"), "agent_command": agent_cmd})
+        echo_json({"sweep_id": made.sweep_id, "mode": made.mode, "project": made.project,
+                   "store": made.where, "method": made.method, "agent_command": made.agent_command})
         return
-    click.echo(f"created {mode} sweep {sweep_id} ({config.get('method')}, project {project}"
-               + (f", store {where}" if mode == "offline" else "") + ")")
-    click.echo(f"run agents with:  {agent_cmd}  [--agents N | --gpus 0,1,...] [--count N]")
+    click.echo(f"created {made.mode} sweep {made.sweep_id} ({made.method}, project {made.project}"
+               + (f", store {made.where}" if made.mode == "offline" else "") + ")")
+    click.echo(f"run agents with:  {made.agent_command}  [--agents N | --gpus 0,1,...] [--count N]")
 
 
 def _parse_gpus(value: str | None) -> list[str] | None:
@@ -115,8 +83,8 @@ def _parse_gpus(value: str | None) -> list[str] | None:
               help="Stop an agent after this many failed trials in a row.")
 @click.option("--stagger", type=click.FloatRange(min=0), help="Seconds between agent starts "
               "[default: 1 for local sweeps, 5 for W&B].")
-@click.option("--project", envvar="WANDB_PROJECT", help="W&B project of a W&B sweep id.")
-@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity of a W&B sweep id.")
+@click.option("--project", envvar=env.WANDB_PROJECT, help="W&B project of a W&B sweep id.")
+@click.option("--entity", envvar=env.WANDB_ENTITY, help="W&B entity of a W&B sweep id.")
 @STORE_OPTION
 @click.option("--stale-after", type=click.FloatRange(min=1), default=STALE_SECONDS, show_default=True,
               metavar="SECONDS", help="Mark a running trial of a local sweep crashed when its "
@@ -135,29 +103,29 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
 
     Ctrl-C stops all agents and their trials cleanly.
     """
-    from cnn_tracker.search.agent import (
+    from cnn_tracker.search.agent import run_agent
+    from cnn_tracker.search.launch import (
         agent_slots,
         launch,
         local_agent_command,
-        run_agent,
         wandb_agent_command,
         wandb_agent_env,
     )
 
-    stale_floor = 3 * heartbeat_seconds()
+    stale_floor = 3 * env.heartbeat_seconds()
     if stale_after < stale_floor:
         raise UserError(f"--stale-after {stale_after:g} is shorter than three heartbeats "
                         f"({stale_floor:g} s): live trials would be marked crashed. Give at least "
-                        f"{stale_floor:g}, or lower {HEARTBEAT_VAR}.")
+                        f"{stale_floor:g}, or lower {env.HEARTBEAT_VAR}.")
     gpu_list = _parse_gpus(gpus)
     if gpu_list and agents != 1:
         raise UserError("give either --gpus (one agent per GPU) or --agents N (CPU), not both.")
     slots = agent_slots(gpu_list, agents)
     store = open_store(store_dir)
-    local = store.find_sweep(sweep_id) if "/" not in sweep_id else None
+    local = store.find_sweep(sweep_id)  # a W&B sweep path is never a local id
     if local is not None:
         if len(slots) == 1:
-            os.environ.update(slots[0])
+            env.apply(slots[0])
             sys.exit(run_agent(store, sweep_id, count=count, max_failures=max_failures, name=name,
                                echo=click.echo, stream=not quiet_trials, stale_seconds=stale_after))
         commands = [local_agent_command(sweep_id, store=store, count=count,

@@ -27,10 +27,6 @@ from cnn_tracker.config import (
     unknown_key_error,
 )
 from cnn_tracker.errors import UserError, closest
-from cnn_tracker.store.db import (
-    DEFAULT_STORE,
-    STORE_VAR,
-)
 
 _HELP = {  # one line per key for --help; units and ranges live in config.py comments too
     "dataset": "mnist or fashion-mnist",
@@ -155,9 +151,9 @@ train = TrainCommand(
         click.Option(["--preset"], type=click.Choice(list(PRESETS)),
                      help="Start from a named recipe for the dataset (below the config file and "
                           "options): fast = the measured fastest CPU recipe (README, Performance)."),
-        click.Option(["--project"], envvar="WANDB_PROJECT", help="W&B project [default: cnn-tracker]."),
-        click.Option(["--entity"], envvar="WANDB_ENTITY", help="W&B entity (user or team)."),
-        click.Option(["--group"], envvar="WANDB_RUN_GROUP", help="W&B run group."),
+        click.Option(["--project"], envvar=env.WANDB_PROJECT, help="W&B project [default: cnn-tracker]."),
+        click.Option(["--entity"], envvar=env.WANDB_ENTITY, help="W&B entity (user or team)."),
+        click.Option(["--group"], envvar=env.WANDB_RUN_GROUP, help="W&B run group."),
         click.Option(["--name"], help="W&B run name [default: <model>-<dataset>-<run id>]."),
         click.Option(["--tags"], multiple=True, help="Extra W&B tags, comma-separated or repeated."),
         click.Option(["--notes"], help="W&B run notes."),
@@ -166,7 +162,7 @@ train = TrainCommand(
         click.Option(["--data-dir", "data_dir"], help=f"Dataset root [default: {env.DATA_DIR_VAR} or ~/.cache/cnn-tracker/data]."),
         click.Option(["--output-dir", "output_dir"], type=click.Path(file_okay=False, path_type=Path),
                      help="Folder for checkpoints, plots and summary.json [default: outputs/<run name>]."),
-        click.Option(["--store"], help=f"Local run store folder [default: {STORE_VAR} or ./{DEFAULT_STORE}]."),
+        click.Option(["--store"], help=f"Local run store folder [default: {env.STORE_VAR} or ./{env.DEFAULT_STORE}]."),
         click.Option(["--quiet", "-q"], is_flag=True, help="Print nothing but errors."),
         click.Option(["--resume"], metavar="PATH_OR_RUN",
                      help="Continue a stopped run: its run id, output folder, or resume.pt/last.pt. "

@@ -1,8 +1,9 @@
 """``cnn-tracker compare``: runs side by side, as a table and charts.
 
-Rows come from the local run store (offline runs and sweeps) or from the W&B API (a project or a
-sweep online); both become :class:`Row`. With ``--by KEY[,KEY]`` rows are grouped by config values
-and every number becomes a mean ± sample standard deviation across the group (e.g. seeds).
+Rows come from a :class:`~cnn_tracker.results.source.RunSource` (the local run store, or the W&B
+API for a project or sweep online); both give :class:`Row`. With ``--by KEY[,KEY]`` rows are
+grouped by config values and every number becomes a mean ± sample standard deviation across the
+group (e.g. seeds).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from cnn_tracker.errors import UserError
-from cnn_tracker.results.local import default_goal
-from cnn_tracker.results.remote import number
-from cnn_tracker.store.db import Run, Store
-from cnn_tracker.training.reports import pyplot, save_figure
+from cnn_tracker.files import atomic_write
+from cnn_tracker.results.local import DONE
+from cnn_tracker.results.source import Row, RunSource, searched_parameters
+from cnn_tracker.table import render as text_table
 
 # (key, column title) of the numbers each row carries, in display order.
 NUMBERS = (
@@ -30,20 +31,6 @@ NUMBERS = (
     ("train_seconds", "train s"),
     ("images_per_second", "images/s"),
 )
-DONE = ("finished", "stopped")
-
-
-@dataclass
-class Row:
-    """One run, whichever source it came from."""
-
-    id: str
-    name: str
-    state: str
-    config: dict[str, Any]
-    numbers: dict[str, float | None]
-    metric: float | None = None  # the value of --metric (best of the run when it is per epoch)
-    sweep: str | None = None
 
 
 @dataclass
@@ -59,90 +46,48 @@ class Group:
         return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
-# --- sources ----------------------------------------------------------------------------------
+@dataclass
+class Comparison:
+    """What ``compare`` found: the rows, their table, and the sweep's config when it was one."""
+
+    rows: list[Row]
+    table: dict[str, Any]
+    sweep_config: dict[str, Any] | None
+    label: str  # the sweep, the project, or "N runs"
+    sweep: str | None = None
 
 
-def row_from_store(run: Run, metric: str) -> Row:
-    s = run.summary
-    per_epoch = [h["perf/images_per_second"] for h in run.history if "perf/images_per_second" in h]
-    train_seconds = number(s.get("perf/train_seconds"))
-    if train_seconds is None and run.history:
-        train_seconds = sum(h.get("perf/epoch_seconds", 0.0) for h in run.history)
-    return Row(
-        id=run.id, name=run.name or run.id, state=run.state, config=dict(run.config),
-        sweep=run.sweep_id, metric=run.best_metric(metric, default_goal(metric)),
-        numbers={
-            "n_params": number(s.get("model/n_params")),
-            "best_val_accuracy": number(s.get("best/val_accuracy")) or run.best_metric("val/accuracy", "maximize"),
-            "test_accuracy": number(s.get("test/accuracy")),
-            "epochs": float(run.epochs) if run.epochs else None,
-            "train_seconds": train_seconds,
-            "images_per_second": statistics.median(per_epoch) if per_epoch else None,
-        },
-    )
+def compare_runs(source: RunSource, *, sweep: str | None, project: str | None,
+                 run_ids: list[str] | None, by: list[str] | None, metric: str,
+                 all_states: bool = False) -> Comparison:
+    """Rows of ``source`` (finished and stopped only unless ``all_states``) and their table."""
+    rows, config = source.rows(sweep=sweep, project=project, run_ids=run_ids, metric=metric)
+    if not all_states:
+        rows = [r for r in rows if r.state in DONE]
+    if not rows:
+        named = sweep or project
+        raise UserError(f"no {'finished ' if not all_states else ''}runs to compare in {source.where}"
+                        f"{' for ' + named if named else ''}: train some "
+                        "first, or pass --all to include unfinished runs.")
+    return Comparison(rows, build_table(rows, by, metric), config,
+                      sweep or project or f"{len(rows)} runs", sweep)
 
 
-def local_rows(store: Store, *, sweep: str | None, project: str | None,
-               run_ids: list[str] | None, metric: str) -> list[Row]:
-    """Rows from the local store; raises UserError for an unknown sweep or run id."""
-    if run_ids:
-        runs = []
-        for run_id in run_ids:
-            run = store.run(run_id)
-            if run is None:
-                raise UserError(f"run '{run_id}' is not in the local run store {store.root}: check the "
-                                "id (`cnn-tracker sweep status SWEEP_ID` lists run ids) or pass --store.")
-            runs.append(run)
-    else:
-        if sweep is not None:
-            store.sweep(sweep)  # UserError with the known sweep ids when unknown
-        runs = store.runs(sweep_id=sweep, project=project)
-    return [row_from_store(r, metric) for r in runs]
+def write_outputs(result: Comparison, out_dir: Path, by: list[str] | None, metric: str) -> list[Path]:
+    """compare.md/.csv/.json and the charts (per parameter too, for a sweep) in ``out_dir``."""
+    from cnn_tracker.results.charts import chart_models, chart_parameters
 
-
-def row_from_wandb(run: Any, metric: str) -> Row:
-    """A row from a ``wandb.apis.public.Run`` (config and summary as W&B holds them)."""
-    s = dict(run.summary_metrics or {})
-    config = {k: v for k, v in dict(run.config or {}).items() if not str(k).startswith("_")}
-    sweep = getattr(run, "sweep", None)
-    return Row(
-        id=run.id, name=run.name or run.id, state=run.state, config=config,
-        sweep=getattr(sweep, "id", None), metric=number(s.get(metric)),
-        numbers={
-            "n_params": number(s.get("model/n_params")),
-            "best_val_accuracy": number(s.get("best/val_accuracy")) or number(s.get("val/accuracy")),
-            "test_accuracy": number(s.get("test/accuracy")),
-            "epochs": number(s.get("epoch")),
-            "train_seconds": number(s.get("perf/train_seconds")),
-            "images_per_second": number(s.get("perf/images_per_second")),  # the last epoch's
-        },
-    )
-
-
-def wandb_rows(*, sweep: str | None, project: str | None, run_ids: list[str] | None,
-               entity: str | None, metric: str) -> tuple[list[Row], dict[str, Any] | None]:
-    """(rows, the sweep's config or None) through ``wandb.Api()``: a sweep, a project or run paths."""
-    from cnn_tracker.results.remote import _api, sweep_path
-
-    api = _api()
-    config = None
-    try:
-        if run_ids:
-            runs = [api.run(r) for r in run_ids]
-        elif sweep is not None:
-            found = api.sweep(sweep_path(sweep, project, entity))
-            config = dict(found.config or {})
-            runs = list(found.runs)
-        else:
-            path = project if project is None or "/" in project or not entity else f"{entity}/{project}"
-            runs = list(api.runs(path))
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the SDK raises several types (CommError, ValueError)
-        what = run_ids or sweep or project
-        raise UserError(f"W&B could not list the runs of {what} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): "
-                        "check the path (entity/project[/sweep]) and WANDB_API_KEY.") from None
-    return [row_from_wandb(r, metric) for r in runs], config
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, form in (("compare.md", "markdown"), ("compare.csv", "csv"), ("compare.json", "json")):
+        atomic_write(out_dir / name, render(result.table, form) + "\n")
+    n = len(result.rows)
+    charts = [chart_models(result.rows, by or ["model"], out_dir / "compare.png",
+                           f"{result.label}: {n} runs")]
+    params = searched_parameters(result.sweep_config) if result.sweep_config else []
+    if params:
+        charts.append(chart_parameters(result.rows, params, metric, out_dir / "parameters.png",
+                                       f"sweep {result.sweep}: {metric} by parameter"))
+    return charts
 
 
 # --- grouping and output ----------------------------------------------------------------------
@@ -223,87 +168,4 @@ def render(table: dict[str, Any], fmt: str) -> str:
         lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells]
         return "\n".join(lines)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *cells)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    return "\n".join(lines)
-
-
-# --- charts -----------------------------------------------------------------------------------
-
-
-def chart_models(rows: list[Row], by: list[str], path: Path, title: str) -> Path:
-    """Seed 001's chart: test accuracy per group (bars, std error bars) next to training time.
-
-    Bars are placed by the first ``by`` key; a second key (e.g. dataset) gets side-by-side bars
-    in its own colour; further keys are folded into the bar labels.
-    """
-    plt = pyplot()
-    groups = group_rows([r for r in rows if r.numbers.get("test_accuracy") is not None], by)
-    xs = list(dict.fromkeys(str(g.key[0]) for g in groups))
-    hues = list(dict.fromkeys(" / ".join(str(k) for k in g.key[1:]) for g in groups))
-    width = 0.8 / max(1, len(hues))
-    colors = plt.get_cmap("tab10").colors
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(9, 1.6 * len(xs) * 2), 4.2))
-    low = 100.0
-    for h, hue in enumerate(hues):
-        for ax, key, scale in ((ax1, "test_accuracy", 100), (ax2, "train_seconds", 1)):
-            pos, means, errs = [], [], []
-            for g in groups:
-                if " / ".join(str(k) for k in g.key[1:]) != hue:
-                    continue
-                mean, std = g.stats(key)
-                if mean is None:
-                    continue
-                pos.append(xs.index(str(g.key[0])) + (h - (len(hues) - 1) / 2) * width)
-                means.append(scale * mean)
-                errs.append(scale * (std or 0))
-            if key == "test_accuracy":
-                low = min([low, *means])
-            bars = ax.bar(pos, means, width * 0.95, yerr=errs, capsize=3, color=colors[h % 10],
-                          label=hue or None)
-            ax.bar_label(bars, fmt="%.2f" if key == "test_accuracy" else "%.0f", fontsize=7,
-                         padding=2)
-    ax1.set_ylim(max(0, low - 8), 100.5)
-    ax1.set_ylabel("test accuracy (%)")
-    ax2.set_ylabel("training time (s, epochs only)")
-    for ax in (ax1, ax2):
-        ax.set_xticks(range(len(xs)), xs)
-        ax.set_xlabel(by[0])
-        if len(hues) > 1:
-            ax.legend(fontsize=8, title=" / ".join(by[1:]), title_fontsize=8)
-    ax1.set_title("test accuracy (mean ± std over runs)")
-    ax2.set_title("training time (mean ± std over runs)")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
-
-
-def chart_parameters(rows: list[Row], params: list[str], metric: str, path: Path, title: str) -> Path:
-    """The metric against each swept parameter (one scatter per parameter)."""
-    plt = pyplot()
-    rows = [r for r in rows if r.metric is not None]
-    n = max(1, len(params))
-    cols = min(3, n)
-    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(4 * cols, 3.2 * ((n + cols - 1) // cols)),
-                             squeeze=False)
-    for ax, name in zip(axes.flat, params):
-        values = [r.config.get(name) for r in rows]
-        numeric = all(number(v) is not None for v in values)
-        if numeric:
-            xs = [float(v) for v in values]
-            if min(xs, default=0) > 0 and max(xs, default=0) / max(min(xs, default=1), 1e-300) > 50:
-                ax.set_xscale("log")
-        else:
-            cats = sorted({str(v) for v in values})
-            xs = [cats.index(str(v)) for v in values]
-            ax.set_xticks(range(len(cats)), cats, fontsize=8)
-        ax.scatter(xs, [r.metric for r in rows], s=18, alpha=0.8)
-        ax.set_xlabel(name)
-        ax.set_ylabel(metric)
-    for ax in list(axes.flat)[len(params):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path)
+    return text_table(header, cells)

@@ -1,36 +1,36 @@
-"""Reading the local run store: sweep status tables, sweep lists and the best run."""
+"""The local run store as a :class:`RunSource`: sweep status and lists, best runs, compare rows.
+
+Reads only: a run whose heartbeat stopped is *shown* as stale here; marking it crashed is the
+agents' job (``runs.lifecycle.reap_stale``).
+"""
 
 from __future__ import annotations
 
-import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from cnn_tracker.errors import UserError
-from cnn_tracker.store.db import Run, Store, Sweep, numeric_summary
+from cnn_tracker.files import atomic_write
+from cnn_tracker.results.source import (
+    FALLBACK_METRIC,
+    Row,
+    RunSource,
+    default_goal,
+    number,
+    resolve_goal,
+    searched_parameters,
+    sweep_metric,
+)
+from cnn_tracker.store.db import ACTIVE_STATES, STALE_SECONDS, Store
+from cnn_tracker.store.records import Run, numeric_summary
 
-
-def default_goal(metric: str) -> str:
-    return "minimize" if "loss" in metric or "seconds" in metric else "maximize"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
-
-
-def table(rows: list[list[Any]], header: list[str]) -> str:
-    cells = [header, *[[_fmt(c) for c in row] for row in rows]]
-    widths = [max(len(str(r[i])) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+DONE = ("finished", "stopped")  # the states whose metrics rank (best run)
 
 
 def _best(runs: list[Run], metric: str, goal: str) -> Run | None:
-    scored = [(v, r) for r in runs if r.state in ("finished", "stopped")
+    scored = [(v, r) for r in runs if r.state in DONE
               and (v := r.best_metric(metric, goal)) is not None]
     if not scored:
         return None
@@ -38,15 +38,19 @@ def _best(runs: list[Run], metric: str, goal: str) -> Run | None:
     return pick(scored, key=lambda t: t[0])[1]
 
 
-def searched_parameters(config: dict[str, Any]) -> list[str]:
-    """The parameters a sweep varies (a fixed ``value:`` is the same for every run)."""
-    params = config.get("parameters") or {}
-    return [k for k, v in params.items() if not (isinstance(v, dict) and set(v) <= {"value"})]
+def silent_seconds(run: Run, now: float | None = None) -> float | None:
+    """Seconds since a pending/running run's last heartbeat when over STALE_SECONDS, else None."""
+    if run.state not in ACTIVE_STATES or run.heartbeat_at is None:
+        return None
+    age = (now or time.time()) - run.heartbeat_at
+    return age if age > STALE_SECONDS else None
 
 
 def run_row(run: Run, params: list[str], metric: str, goal: str) -> dict[str, Any]:
+    silent = silent_seconds(run)
     return {
-        "id": run.id, "name": run.name, "state": run.state,
+        "id": run.id, "name": run.name, "state": run.state, "stale": silent is not None,
+        "no_heartbeat_s": round(silent) if silent is not None else None,
         "params": {k: run.params.get(k, run.config.get(k)) for k in params},
         "metric": run.best_metric(metric, goal), "epochs": run.epochs,
         "test/accuracy": run.summary.get("test/accuracy"),
@@ -55,12 +59,10 @@ def run_row(run: Run, params: list[str], metric: str, goal: str) -> dict[str, An
     }
 
 
-def sweep_status(store: Store, sweep_id: str, *, reap: bool = True) -> dict[str, Any]:
-    """The status of a local sweep; first marks runs without a heartbeat as crashed (``reap``)."""
-    if reap:
-        store.reap_stale()
+def sweep_status(store: Store, sweep_id: str) -> dict[str, Any]:
+    """The status of a local sweep (a read: nothing in the store changes)."""
     sweep = store.sweep(sweep_id)
-    metric, goal = sweep.metric or ("val/accuracy", "maximize")
+    metric, goal = sweep_metric(sweep.config)
     params = searched_parameters(sweep.config)
     runs = store.runs(sweep_id=sweep_id)
     best = _best(runs, metric, goal)
@@ -77,31 +79,10 @@ def sweep_status(store: Store, sweep_id: str, *, reap: bool = True) -> dict[str,
     }
 
 
-def format_status(status: dict[str, Any]) -> str:
-    metric = status["metric"]["name"]
-    params = status["parameters"]
-    rows = [[r["id"], r["state"], *[r["params"].get(p) for p in params], r["metric"], r["epochs"],
-             r.get("test/accuracy"), r.get("seconds")] for r in status["runs"]]
-    head = (f"sweep {status['sweep']} ({status.get('method')}, {status.get('state')}"
-            + (f": {status['message']}" if status.get("message") else "") + ")")
-    if status.get("counts"):
-        head += "  " + ", ".join(f"{n} {s}" for s, n in sorted(status["counts"].items()))
-    lines = [head, table(rows, ["run", "state", *params, metric, "epochs done", "test/acc",
-                                     "seconds"])]
-    if status.get("best"):
-        best = next(r for r in status["runs"] if r["id"] == status["best"])
-        lines.append(f"best: {best['id']}  {metric} {_fmt(best['metric'])}  "
-                     + " ".join(f"{k}={_fmt(v)}" for k, v in best["params"].items()))
-    else:
-        lines.append("best: none finished yet")
-    return "\n".join(lines)
-
-
 def sweep_list(store: Store) -> list[dict[str, Any]]:
-    store.reap_stale()
     out = []
     for sweep in store.sweeps():
-        status = sweep_status(store, sweep.id, reap=False)
+        status = sweep_status(store, sweep.id)
         best = next((r for r in status["runs"] if r["id"] == status["best"]), None)
         out.append({
             "sweep": sweep.id, "name": sweep.name, "project": sweep.project, "method": sweep.method,
@@ -113,27 +94,17 @@ def sweep_list(store: Store) -> list[dict[str, Any]]:
     return out
 
 
-def format_list(items: list[dict[str, Any]]) -> str:
-    rows = [[i["sweep"], i["name"], i["method"], i["project"], i["state"], i["runs"],
-             i["metric"]["name"], i["best_value"], i["best"], i["created"]] for i in items]
-    return table(rows, ["sweep", "name", "method", "project", "state", "runs", "metric", "best",
-                        "best run", "created"])
-
-
 def best_local(store: Store, target: str, metric: str | None, goal: str | None) -> dict[str, Any] | None:
     """The best run of a local sweep or project, or None when ``target`` is neither here."""
-    sweep: Sweep | None = store.find_sweep(target)
+    sweep = store.find_sweep(target)
     if sweep is not None:
-        s_metric, s_goal = sweep.metric or ("val/accuracy", "maximize")
-        metric = metric or s_metric
-        goal = goal or (s_goal if metric == s_metric else default_goal(metric))
+        metric, goal = resolve_goal(metric, goal, sweep_metric(sweep.config))
         runs = store.runs(sweep_id=sweep.id)
     else:
         runs = store.runs(project=target)
         if not runs:
             return None
-        metric = metric or "val/accuracy"
-        goal = goal or default_goal(metric)
+        metric, goal = resolve_goal(metric, goal, None)
     candidates = [r for r in runs if r.checkpoint and Path(r.checkpoint).is_file()]
     best = _best(candidates, metric, goal)
     if best is None:
@@ -150,9 +121,77 @@ def best_local(store: Store, target: str, metric: str | None, goal: str | None) 
 
 def copy_checkpoint(path: str, folder: Path) -> Path:
     """Copy a local best checkpoint to ``folder/best.pt`` (the name the W&B artifact uses)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / "best.pt"
-    tmp = folder / ".best.pt.tmp"
-    shutil.copyfile(path, tmp)
-    tmp.replace(dest)
-    return dest
+    return atomic_write(Path(folder) / "best.pt", Path(path).read_bytes())
+
+
+def row_from_store(run: Run, metric: str) -> Row:
+    s = run.summary
+    per_epoch = [h["perf/images_per_second"] for h in run.history if "perf/images_per_second" in h]
+    train_seconds = number(s.get("perf/train_seconds"))
+    if train_seconds is None and run.history:
+        train_seconds = sum(h.get("perf/epoch_seconds", 0.0) for h in run.history)
+    return Row(
+        id=run.id, name=run.name or run.id, state=run.state, config=dict(run.config),
+        sweep=run.sweep_id, metric=run.best_metric(metric, default_goal(metric)),
+        numbers={
+            "n_params": number(s.get("model/n_params")),
+            "best_val_accuracy": number(s.get("best/val_accuracy")) or run.best_metric("val/accuracy", "maximize"),
+            "test_accuracy": number(s.get("test/accuracy")),
+            "epochs": float(run.epochs) if run.epochs else None,
+            "train_seconds": train_seconds,
+            "images_per_second": statistics.median(per_epoch) if per_epoch else None,
+        },
+    )
+
+
+class LocalSource(RunSource):
+    """The local run store (offline runs and sweeps)."""
+
+    kind = "local"
+
+    def __init__(self, store: Store):
+        self.store = store
+        self.where = f"local store {store.root}"
+
+    def missing(self, *, target: str | None, project: str | None,
+                run_ids: list[str] | None) -> str | None:
+        """What of the selection is not here (as a message label), or None when all of it is."""
+        if run_ids:
+            absent = [r for r in run_ids if self.store.run(r) is None]
+            return f"run '{absent[0]}'" if absent else None
+        for name in (target, project):
+            if name is not None and self.store.find_sweep(name) is None \
+                    and not self.store.runs(project=name, with_history=False):
+                return f"'{name}'"
+        return None
+
+    def sweep_status(self, sweep_id: str) -> dict[str, Any]:
+        return sweep_status(self.store, sweep_id)
+
+    def sweep_list(self) -> list[dict[str, Any]]:
+        return sweep_list(self.store)
+
+    def best(self, target: str, metric: str | None, goal: str | None) -> dict[str, Any]:
+        found = best_local(self.store, target, metric, goal)
+        if found is None:  # open_source checked it is here; only a concurrent delete gets here
+            raise UserError(f"'{target}' is neither a sweep nor a project with runs in {self.where}.")
+        return found
+
+    def fetch_checkpoint(self, found: dict[str, Any], folder: Path) -> Path:
+        return copy_checkpoint(found["checkpoint"], folder)
+
+    def rows(self, *, sweep: str | None, project: str | None, run_ids: list[str] | None,
+             metric: str = FALLBACK_METRIC) -> tuple[list[Row], dict[str, Any] | None]:
+        store = self.store
+        if run_ids:
+            runs = []
+            for run_id in run_ids:
+                run = store.run(run_id)
+                if run is None:
+                    raise UserError(f"run '{run_id}' is not in the local run store {store.root}: check the "
+                                    "id (`cnn-tracker sweep status SWEEP_ID` lists run ids) or pass --store.")
+                runs.append(run)
+            return [row_from_store(r, metric) for r in runs], None
+        config = store.sweep(sweep).config if sweep is not None else None  # UserError when unknown
+        runs = store.runs(sweep_id=sweep, project=project)
+        return [row_from_store(r, metric) for r in runs], config

@@ -1,17 +1,11 @@
-"""W&B sweep configs: loading, validation, the trial command, and the offline suggestion engine.
+"""A sweep file: loading it and judging it, every problem at once.
 
-Suggestions and early termination come from W&B's open-source sweep engine, the ``sweeps``
-package (``next_run`` / ``stop_runs``: grid, random, bayes, hyperband), the same algorithms as
-the W&B cloud controller. This module only adapts our stored runs to its ``SweepRun`` objects.
-Nothing here imports torch or wandb.
+W&B's own schema (the ``sweeps`` package's JSON schema and a dry run of its engine) plus our
+train config's keys, values and logged metrics. Nothing here imports torch or wandb.
 """
 
 from __future__ import annotations
 
-import json
-import re
-import sys
-import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,25 +19,10 @@ from cnn_tracker.config import (
     unknown_key_error,
 )
 from cnn_tracker.errors import ConfigError, UserError, closest, yaml_problem
+from cnn_tracker.search.command import DEFAULT_COMMAND, MACRO_PATTERN, MACROS
+from cnn_tracker.search.engine import import_sweeps
 
-# What ``wandb agent`` puts in place of each macro (wandb/sdk/launch/sweeps/utils.py).
-DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
-ARG_MACROS = ("args", "args_no_equals", "args_no_hyphens", "args_no_boolean_flags", "args_json",
-              "args_append_hydra", "args_override_hydra")
-MACROS = ("env", "interpreter", "program", "args_json_file", *ARG_MACROS)
-_ENVVAR = re.compile(r"\$\{envvar:([A-Z0-9_]*)\}")
-_MACRO = re.compile(r"\$\{([^}]*)\}")
 METRICS = (*EPOCH_METRICS, *SUMMARY_METRICS)
-
-
-def import_sweeps():
-    """The ``sweeps`` package, without its pydantic-v2 config warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import sweeps.config.schema  # noqa: F401  (loads the JSON schema once)
-
-        import sweeps
-    return sweeps
 
 
 def load_sweep_file(path: str | Path) -> dict[str, Any]:
@@ -123,7 +102,7 @@ def _macro_problems(config: dict[str, Any]) -> list[str]:
         return []  # the schema reports it
     problems = []
     for chunk in command:
-        for macro in _MACRO.findall(str(chunk)):
+        for macro in MACRO_PATTERN.findall(str(chunk)):
             if macro.startswith("envvar:") or macro in MACROS:
                 continue
             hint = closest(macro, MACROS)
@@ -193,92 +172,3 @@ def check(config: dict[str, Any], source: str) -> list[str]:
     return warns
 
 
-# -- the trial command ------------------------------------------------------------------------
-def command_args(params: Mapping[str, Any]) -> dict[str, list[str]]:
-    """The argument forms ``wandb agent`` builds from a run's parameters, macro by macro."""
-    out: dict[str, list[str]] = {m: [] for m in ARG_MACROS}
-    for name, value in params.items():
-        flag = f"{name}={value}"
-        out["args"].append("--" + flag)
-        out["args_no_hyphens"].append(flag)
-        out["args_no_equals"] += [f"--{name}", str(value)]
-        out["args_append_hydra"].append("+" + flag)
-        out["args_override_hydra"].append("++" + flag)
-        if isinstance(value, bool):
-            if value:
-                out["args_no_boolean_flags"].append("--" + name)
-        else:
-            out["args_no_boolean_flags"].append("--" + flag)
-    out["args_json"] = [json.dumps(dict(params))]
-    return out
-
-
-def expand_command(config: Mapping[str, Any], params: Mapping[str, Any], *, json_file: Path,
-                   environ: Mapping[str, str], interpreter: str | None = None) -> list[str]:
-    """The trial's argv, macros replaced as ``wandb agent`` does (no shell involved).
-
-    ``${interpreter}`` is this Python (``sys.executable``) rather than whatever ``python`` is
-    first on PATH, so trials use the environment cnn-tracker is installed in.
-    """
-    command = [str(c) for c in config.get("command", DEFAULT_COMMAND)]
-    values = command_args(params)
-    values["env"] = ["/usr/bin/env"] if sys.platform != "win32" else []
-    values["interpreter"] = [interpreter or sys.executable]
-    values["program"] = [str(config.get("program", ""))]
-    values["args_json_file"] = [str(json_file)]
-    argv: list[str] = []
-    for chunk in command:
-        chunk = _ENVVAR.sub(lambda m: environ.get(m.group(1), m.group(1)), chunk)
-        if chunk.startswith("${") and chunk.endswith("}") and chunk.count("${") == 1:
-            argv += values.get(chunk[2:-1], [])
-        else:
-            argv.append(chunk)
-    return argv
-
-
-# -- adapting stored runs to the `sweeps` engine ---------------------------------------------
-# Our states -> W&B's. An early-terminated run ("stopped") has real, finished metrics.
-_STATE = {"pending": "pending", "running": "running", "finished": "finished",
-          "stopped": "finished", "crashed": "crashed", "failed": "failed", "killed": "killed",
-          "preempted": "preempted"}
-
-
-def to_sweep_runs(runs) -> list:
-    from cnn_tracker.store.db import numeric_summary
-
-    sweeps = import_sweeps()
-    return [
-        sweeps.SweepRun(
-            name=r.id, state=_STATE[r.state],
-            config={k: {"value": v} for k, v in r.params.items()},
-            history=r.history, summary_metrics=numeric_summary(r.summary),
-        )
-        for r in runs
-    ]
-
-
-def suggest(sweep, runs) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
-    """The sweep's next parameters from W&B's engine, or None when a grid is exhausted."""
-    sweeps = import_sweeps()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn GP convergence chatter
-        nxt = sweeps.next_run(sweep.config, to_sweep_runs(runs))
-    if nxt is None:
-        return None
-    params = {k: v["value"] for k, v in nxt.config.items()}
-    info = nxt.search_info
-    return params, json.loads(json.dumps(info, default=float)) if info else None
-
-
-def should_stop(sweep, runs, run_id: str) -> tuple[bool, str]:
-    """Hyperband's verdict on ``run_id`` given every run's history so far; (stop, explanation)."""
-    if "early_terminate" not in sweep.config or sweep.metric is None:
-        return False, ""
-    sweeps = import_sweeps()
-    sweep_runs = to_sweep_runs(runs)
-    stopped = sweeps.stop_runs(sweep.config, sweep_runs)
-    for run in stopped:
-        if run.name == run_id:
-            lines = (run.early_terminate_info or {}).get("lines") or [""]
-            return True, str(lines[-1]).strip()
-    return False, ""

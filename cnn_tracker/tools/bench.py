@@ -29,14 +29,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from cnn_tracker import env
 from cnn_tracker.config import RunSettings, TrainConfig, make_config, preset_values
 from cnn_tracker.training.data import (
     Data,
@@ -47,8 +47,10 @@ from cnn_tracker.training.data import (
     prepare,
     tv_class,
 )
-from cnn_tracker.training.engine import resolve_device, train
+from cnn_tracker.training.engine import TrainHooks, TrainResult, train
 from cnn_tracker.training.models import build_model, model_args
+from cnn_tracker.training.runtime import resolve_device, resolve_precision
+from cnn_tracker.training.state import CheckpointFiles
 
 TARGETS = {"mnist": 0.99, "fashion-mnist": 0.9264}  # 0.9264 = seed 000's Fashion-MNIST result
 
@@ -99,14 +101,23 @@ def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
-class _Quiet:
-    """An EpochSink that records nothing (the engine's tracker slot)."""
+class _ReadTest(TrainHooks):
+    """Records nothing; reads test accuracy after every epoch (outside the timed part) and
+    stops training once it reaches ``target``."""
 
-    def log_metrics(self, metrics: dict[str, float], epoch: int) -> None: ...
+    def __init__(self, test: Split, target: float):
+        self.test, self.target = test, target
+        self.by_epoch: list[float] = []
 
-    def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None: ...
+    def after_epoch(self, epoch: int, evaluate: Callable[[Split], Any]) -> str:
+        self.by_epoch.append(evaluate(self.test).accuracy)
+        return "target reached" if self.by_epoch[-1] >= self.target else ""
 
-    def log_batch(self, metrics: dict[str, float]) -> None: ...
+
+def _train(cfg: TrainConfig, data: Data, folder: Path, hooks: TrainHooks | None = None) -> TrainResult:
+    """Our trainer, quiet; the bench resolves the config's precision itself (for the data's device)."""
+    amp_dtype = resolve_precision(cfg.precision, data.train.images.device)
+    return train(cfg, data, hooks or TrainHooks(), files=CheckpointFiles(folder), amp_dtype=amp_dtype)
 
 
 # --- the seed-style reference loop ------------------------------------------------------------
@@ -172,8 +183,7 @@ def _subset(split: Split, n: int) -> Split:
 def our_throughput(cfg: TrainConfig, data: Data, n_images: int, workdir: Path) -> float:
     """Train images/s of the real trainer over one epoch of the first ``n_images`` images."""
     small = dataclasses.replace(data, train=_subset(data.train, n_images), val=_subset(data.val, 256))
-    result = train(dataclasses.replace(cfg, epochs=1), small, _Quiet(),
-                   checkpoint_dir=workdir / "throughput")
+    result = _train(dataclasses.replace(cfg, epochs=1), small, workdir / "throughput")
     return result.history[0]["perf/images_per_second"]
 
 
@@ -188,13 +198,9 @@ def reference_throughput(ref: Reference, spec: DatasetSpec, root: Path, device: 
 
 def our_time_to_target(cfg: TrainConfig, data: Data, target: float, workdir: Path) -> dict[str, Any]:
     """Train the fast config; read test accuracy after each epoch; stop once it reaches ``target``."""
-    by_epoch: list[float] = []
-
-    def check(epoch: int, evaluate_split: Callable[[Split], Any]) -> str:
-        by_epoch.append(evaluate_split(data.test).accuracy)
-        return "target reached" if by_epoch[-1] >= target else ""
-
-    result = train(cfg, data, _Quiet(), checkpoint_dir=workdir / f"tta-{cfg.seed}", after_epoch=check)
+    hooks = _ReadTest(data.test, target)
+    result = _train(cfg, data, workdir / f"tta-{cfg.seed}", hooks)
+    by_epoch = hooks.by_epoch
     seconds = [h["perf/epoch_seconds"] for h in result.history]
     reached = next((i for i, acc in enumerate(by_epoch) if acc >= target), None)
     return {
@@ -231,20 +237,6 @@ def reference_time_to_target(ref: Reference, spec: DatasetSpec, root: Path, devi
     }
 
 
-@contextmanager
-def _env(**values: str) -> Iterator[None]:
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def tracking_overhead(cfg: TrainConfig, root: Path, repeats: int, workdir: Path) -> dict[str, Any]:
     """The same ``train`` run with W&B offline vs disabled, alternating; medians."""
     from cnn_tracker.runs.runner import run_training
@@ -253,7 +245,7 @@ def tracking_overhead(cfg: TrainConfig, root: Path, repeats: int, workdir: Path)
     wandb_dir = workdir / "wandb"
     wandb_dir.mkdir(parents=True, exist_ok=True)
     settings = lambda mode: RunSettings(project="cnn-tracker-bench", mode=mode, tags=("bench",))  # noqa: E731
-    with _env(WANDB_DIR=str(wandb_dir), WANDB_SILENT="true"):
+    with env.overridden({env.WANDB_DIR: str(wandb_dir), env.WANDB_SILENT: "true"}):
         # Untimed warm-up: the first run in a process pays one-time imports (plots, W&B SDK).
         first = run_training(cfg, settings("offline"), data_dir=root, output_dir=workdir / "warmup",
                              store_dir=workdir / "store", quiet=True)
@@ -294,11 +286,11 @@ def train_process_peak_rss(opts: BenchOptions, root: Path, workdir: Path) -> flo
     for key, value in opts.overrides:
         cmd += [f"--{key}", value]
     cmd += ["--epochs", str(opts.overhead_epochs)]  # memory does not grow with epochs
-    env = {**os.environ, "WANDB_DIR": str(workdir / "wandb"), "WANDB_SILENT": "true"}
+    environ = env.child_environ({env.WANDB_DIR: str(workdir / "wandb"), env.WANDB_SILENT: "true"})
     (workdir / "wandb").mkdir(parents=True, exist_ok=True)
     log = workdir / "rss-run.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=environ)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:

@@ -18,8 +18,9 @@ from cnn_tracker.training.data import (
     load_split,
     normalize,
 )
-from cnn_tracker.training.engine import evaluate, resolve_device
+from cnn_tracker.training.evaluation import evaluate
 from cnn_tracker.training.reports import TestReport
+from cnn_tracker.training.runtime import resolve_device
 
 
 def load_for_inference(path: Path, device: str = "auto"):

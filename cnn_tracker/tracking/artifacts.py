@@ -1,8 +1,8 @@
 """Checkpoint references: a local file, or a W&B model artifact (``entity/project/model-id:best``).
 
-Artifacts are fetched through the official SDK (``wandb.Api().artifact(...).download()``); this
-module stays a thin layer over it. Every downloaded file is checked against the digest in the
-artifact's manifest before anything is loaded.
+Artifacts are fetched through the official SDK (``wandb.Api().artifact(...).download()``, the
+Api from ``tracking.wandb_api``); this module stays a thin layer over it. Every downloaded file
+is checked against the digest in the artifact's manifest before anything is loaded.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ def download_artifact(ref: str, folder: Path) -> Path:
         )
     import wandb
 
+    from cnn_tracker.tracking.wandb_api import client
+
     try:
-        artifact = wandb.Api().artifact(ref, type="model")
+        artifact = client().artifact(ref, type="model")
         folder = Path(artifact.download(root=str(folder)))
     except (wandb.errors.Error, ValueError, OSError) as exc:  # OSError covers requests' errors
         raise UserError(f"cannot fetch the W&B artifact '{ref}' ({first_line(exc)}): check the name, "

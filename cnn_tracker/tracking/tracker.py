@@ -6,13 +6,13 @@ This is the only module that imports ``wandb`` for runs. The training loop talks
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Mapping
 
+from cnn_tracker import env
 from cnn_tracker.config import RunSettings, TrainConfig
 from cnn_tracker.errors import UserError, first_line
 from cnn_tracker.training.reports import TestReport, format_top3
@@ -59,7 +59,7 @@ class NullTracker(Tracker):
     """``mode=disabled``: records nothing, needs no wandb."""
 
     def __init__(self, cfg: TrainConfig, settings: RunSettings, run_id: str | None = None):
-        self.run_id = run_id or os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
+        self.run_id = run_id or env.wandb_run_id() or secrets.token_hex(4)
         self.run_name = settings.name or f"{cfg.model}-{cfg.dataset}-{self.run_id}"
         self._config = asdict(cfg)
 
@@ -88,7 +88,7 @@ class WandbTracker(Tracker):
                 entity=settings.entity,
                 # Runs of a sweep are grouped by it on the dashboard (the offline agent sets
                 # WANDB_RUN_GROUP itself; W&B's own agent sets WANDB_SWEEP_ID).
-                group=settings.group or os.environ.get("WANDB_SWEEP_ID") or None,
+                group=settings.group or env.wandb_sweep_id(),
                 name=settings.name,
                 notes=settings.notes,
                 job_type=job_type,

@@ -204,6 +204,11 @@ def _unreadable_error(spec: DatasetSpec, root: Path, exc: BaseException) -> Data
 def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 images ``[N, 1, 28, 28]``, int64 labels ``[N]``) of one split, on the CPU."""
     prepare(spec, root)
+    return _read_split(spec, root, train)
+
+
+def _read_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split of prepared data, checked."""
     try:
         with contextlib.redirect_stdout(sys.stderr):
             ds = tv_class(spec)(str(root), train=train, download=False)
@@ -257,10 +262,9 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
 
 
 def train_size(spec: DatasetSpec, root: Path) -> int:
-    """Images in the training split (from the label file alone; cheap)."""
+    """Images in the training split of prepared data (from the label file alone; cheap)."""
     from torchvision.datasets.mnist import read_label_file
 
-    prepare(spec, root)
     try:
         return len(read_label_file(str(raw_folder(spec, root) / "train-labels-idx1-ubyte")))
     except _READ_ERRORS as exc:
@@ -285,10 +289,11 @@ def load_data(
 ) -> Data:
     """Train / validation / test splits of ``dataset`` as tensors on ``device``."""
     spec = get_spec(dataset)
-    images, labels = load_split(spec, root, train=True)
+    prepare(spec, root)  # once for both splits (a no-op when they are extracted)
+    images, labels = _read_split(spec, root, train=True)
     check_val_size(spec, len(labels), val_size)
     train_idx, val_idx = split_indices(len(labels), val_size, seed)
-    test_images, test_labels = load_split(spec, root, train=False)
+    test_images, test_labels = _read_split(spec, root, train=False)
     return Data(
         spec,
         Split(images[train_idx], labels[train_idx]).to(device),

@@ -8,12 +8,14 @@ default).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from cnn_tracker.config import TrainConfig
 from cnn_tracker.errors import ConfigError
 
 InShape = tuple[int, int, int]
@@ -158,6 +160,12 @@ def model_args(
         "dropout": info.dropout if dropout is None else dropout,
         "batch_norm": batch_norm,
     }
+
+
+def with_model_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with hidden_units / dropout left at None filled in with the model's defaults."""
+    args = model_args(cfg.model, cfg.hidden_units, cfg.dropout)
+    return dataclasses.replace(cfg, hidden_units=args["hidden_units"], dropout=args["dropout"])
 
 
 def get_info(name: str) -> ModelInfo:

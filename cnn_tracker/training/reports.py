@@ -97,12 +97,13 @@ def format_top3(top3: Sequence[tuple[str, float]]) -> str:
 
 def text_tables(report: TestReport) -> str:
     """Per-class table and most-confused pairs, for the terminal."""
+    from cnn_tracker.table import render
+
+    per_class = [[r["class_id"], r["class"], f"{r['accuracy']:.2%}", r["errors"], r["support"]]
+                 for r in report.per_class()]
     lines = [f"test loss {report.loss:.4f}  test accuracy {report.accuracy:.4%}", "",
-             f"{'id':>3}  {'class':<12} {'accuracy':>9} {'errors':>7} {'support':>8}"]
-    for row in report.per_class():
-        lines.append(f"{row['class_id']:>3}  {row['class']:<12} {row['accuracy']:>9.2%} "
-                     f"{row['errors']:>7} {row['support']:>8}")
-    lines += ["", "most confused (true -> predicted):"]
+             render(["id", "class", "accuracy", "errors", "support"], per_class, align="><>>>"),
+             "", "most confused (true -> predicted):"]
     for row in report.confused_pairs():
         lines.append(f"  {row['rank']}. {row['true']} -> {row['predicted']}: {row['count']}")
     return "\n".join(lines)

@@ -1,0 +1,93 @@
+"""What a run is built from, besides data and model: the device, the precision (autocast),
+determinism, the prepared (channels-last, compiled) model, the optimizer and the LR schedule.
+
+``resolve_device`` and ``resolve_precision`` are called once per run by its caller (the runner's
+plan, the bench); the loop receives their answers.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import torch
+from torch import nn
+
+from cnn_tracker import env
+from cnn_tracker.config import TrainConfig
+from cnn_tracker.errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "invalid value 'cuda' for 'device': no CUDA GPU is visible here. "
+            "Use --device cpu (or auto)."
+        )
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None = plain fp32."""
+    if name == "fp32" or (name == "auto" and device.type != "cuda"):
+        return None
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name == "fp16" and device.type != "cuda":
+        raise ConfigError("invalid value 'fp16' for 'precision' on the CPU: fp16 autocast needs a "
+                          "CUDA GPU. Use --precision bf16 or fp32 on the CPU.")
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("invalid value 'bf16' for 'precision': this GPU has no bf16 support. "
+                          "Use --precision fp16 (or auto).")
+    return torch.bfloat16 if name == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed-precision context for forward passes (a no-op for fp32)."""
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def prepare_model(model: nn.Module, cfg: TrainConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
+    """(model on ``device`` in its memory format, the callable to run it: compiled or the same)."""
+    model = model.to(device)
+    if cfg.channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model = model.to(memory_format=torch.channels_last)
+    run = torch.compile(model) if cfg.compile else model
+    return model, run
+
+
+def set_determinism(cfg: TrainConfig) -> None:
+    torch.manual_seed(cfg.seed)
+    if cfg.deterministic:
+        env.set_default(env.CUBLAS_WORKSPACE_VAR, ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.benchmark = True
+
+
+def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int):
+    """A per-batch LR schedule, or None."""
+    if cfg.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25,
+            cycle_momentum=cfg.optimizer == "sgd",
+        )
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    return None
+
