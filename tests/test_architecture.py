@@ -95,7 +95,8 @@ def test_module_and_function_sizes():
                 n = node.end_lineno - node.lineno + 1
                 if n > 80:
                     big_functions.append(f"{rel(path)}:{node.name} {n} lines")
-    assert too_long == [] and big_functions == []
+    assert too_long == []
+    assert big_functions == []
 
 
 def test_the_training_loop_takes_one_hooks_object():

@@ -11,12 +11,8 @@ from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
 from cnn_tracker.config import PRESETS, ConfigError, config_from_sources, make_config
-from cnn_tracker.tools.bench import (
-    Reference,
-    format_report,
-    our_time_to_target,
-    reference_time_to_target,
-)
+from cnn_tracker.tools.bench import format_report, our_time_to_target
+from cnn_tracker.tools.reference import Reference, reference_time_to_target
 from cnn_tracker.training.data import get_spec, load_data
 from cnn_tracker.training.engine import evaluate, resolve_precision
 

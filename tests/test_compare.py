@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from cnn_tracker.cli import cli
 from cnn_tracker.store.db import Store
 
-from .conftest import TINY_ARGS
+from .conftest import TINY_ARGS, isolate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -27,11 +28,23 @@ def _train(tiny_root: Path, *args: str) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+@pytest.fixture(scope="module")
+def _trained(tiny_root, tmp_path_factory):
+    """Two models x two seeds, trained once for the module: (work folder, their summaries)."""
+    base = tmp_path_factory.mktemp("compare-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        work = isolate(mp, base)
+        summaries = [_train(tiny_root, "--model", model, "--seed", str(seed), "--hidden_units", "16")
+                     for model in ("mlp", "lenet") for seed in (0, 1)]
+    return work, summaries
+
+
 @pytest.fixture
-def filled_store(tiny_root, isolated_env):
-    """Two models x two seeds, real runs recorded in ./.cnn-tracker; their summaries."""
-    return [_train(tiny_root, "--model", model, "--seed", str(seed), "--hidden_units", "16")
-            for model in ("mlp", "lenet") for seed in (0, 1)]
+def filled_store(_trained, isolated_env):
+    """The four runs recorded in this test's ./.cnn-tracker (a copy: tests may add runs)."""
+    work, summaries = _trained
+    shutil.copytree(work / ".cnn-tracker", isolated_env / ".cnn-tracker")
+    return summaries
 
 
 def compare(*args: str):

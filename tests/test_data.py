@@ -9,15 +9,14 @@ from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
 from cnn_tracker.errors import ConfigError, DataError
+from cnn_tracker.training.batches import augment_batch, train_batches
 from cnn_tracker.training.data import (
     SPECS,
-    augment_batch,
     get_spec,
     load_data,
     load_split,
     prepare,
     split_indices,
-    train_batches,
 )
 
 from .conftest import TINY_TEST_PER_CLASS, TINY_TRAIN_PER_CLASS

@@ -47,11 +47,11 @@ def bench(dataset, device, repeats, tta_repeats, target, reference_budget, refer
     """
     from cnn_tracker.tools.bench import (
         BenchOptions,
-        Reference,
         fast_config,
         format_report,
         run_bench,
     )
+    from cnn_tracker.tools.reference import Reference
 
     pairs = []
     for item in overrides:

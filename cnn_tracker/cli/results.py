@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from cnn_tracker import env
 from cnn_tracker.cli.common import STORE_OPTION, echo_json, open_store
 from cnn_tracker.cli.sweeps import sweep
 from cnn_tracker.config import (
@@ -57,7 +58,7 @@ def sweep_list(store_dir, as_json) -> None:
               help="[default: the sweep's; for other metrics minimize losses, maximize the rest]")
 @click.option("--download", type=click.Path(file_okay=False, path_type=Path),
               help="Put the best checkpoint in this folder as best.pt.")
-@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity for a W&B project or sweep.")
+@click.option("--entity", envvar=env.WANDB_ENTITY, help="W&B entity for a W&B project or sweep.")
 @STORE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
@@ -96,7 +97,7 @@ def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
               default="table", show_default=True)
 @click.option("--all", "all_states", is_flag=True, help="Include runs that did not finish "
               "(running, crashed, failed, killed); by default only finished and stopped runs.")
-@click.option("--entity", envvar="WANDB_ENTITY", help="W&B entity for a W&B project or sweep.")
+@click.option("--entity", envvar=env.WANDB_ENTITY, help="W&B entity for a W&B project or sweep.")
 @STORE_OPTION
 def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, entity, store_dir) -> None:
     """Compare runs: one row per run (or per group with --by), and charts with --out.

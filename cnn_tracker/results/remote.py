@@ -20,7 +20,6 @@ from cnn_tracker.results.source import (
     sweep_metric,
 )
 from cnn_tracker.tracking.wandb_api import api as _api
-from cnn_tracker.tracking.wandb_api import create_sweep  # noqa: F401 - cli.sweeps imports it here
 
 
 def sweep_path(sweep_id: str, project: str | None, entity: str | None) -> str:

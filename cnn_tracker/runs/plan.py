@@ -47,6 +47,8 @@ class Resume:
 @dataclass(frozen=True)
 class RunPlan:
     cfg: TrainConfig  # final: validated, model defaults filled
+    requested: TrainConfig  # what wandb.init receives: model defaults left null, so that a
+    #                         sweep that changes the model gets that model's defaults
     settings: RunSettings
     mode: str  # online, offline or disabled
     notice: str | None  # why the mode was chosen, when we chose offline for lack of a key
@@ -176,14 +178,14 @@ def plan_run(cfg: TrainConfig, settings: RunSettings, *, data_dir: Path, output_
             tags=tuple(info.get("tags") or settings.tags))
         if output_dir is None and info.get("output_dir"):
             output_dir = Path(info["output_dir"])
-    cfg = with_model_defaults(cfg)
+    requested, cfg = cfg, with_model_defaults(cfg)
     device, amp_dtype = _placed(cfg, data_dir)
     out_root = Path(output_dir) if output_dir else env.output_root()
     _check_writable(out_root, "output folder")
     _check_writable(store.root, "run store")
     store.open()  # a damaged store fails here, before wandb.init
     sweep_id = env.sweep_id() or ((found.info.get("sweep_id") or None) if found else None)
-    return RunPlan(cfg=cfg, settings=settings, mode=mode, notice=notice, device=device,
+    return RunPlan(cfg=cfg, requested=requested, settings=settings, mode=mode, notice=notice, device=device,
                    amp_dtype=amp_dtype, data_dir=data_dir, output_dir=output_dir,
                    out_root=out_root, store=store, sweep_id=sweep_id, resume=found)
 

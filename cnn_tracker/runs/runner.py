@@ -142,9 +142,9 @@ def run_training(
 def _start_tracker(plan: RunPlan, quiet: bool, echo: Callable[[str], None]) -> Tracker:
     """``wandb.init`` (or the no-op tracker): a resumed run continues its W&B run and step."""
     if plan.resume is None:
-        return make_tracker(plan.cfg, plan.settings, plan.mode)
+        return make_tracker(plan.requested, plan.settings, plan.mode)
     info, state = plan.resume.info, plan.resume.ckpt["resume"]
-    tracker = make_tracker(plan.cfg, plan.settings, plan.mode, resume_id=info.get("run_id"),
+    tracker = make_tracker(plan.requested, plan.settings, plan.mode, resume_id=info.get("run_id"),
                            resume_step=int(info.get("wandb_step", 0)))
     if not quiet:
         echo(f"resuming run {tracker.run_id} at epoch {state['epoch']}, batch "

@@ -34,35 +34,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
 
 from cnn_tracker import env
 from cnn_tracker.config import RunSettings, TrainConfig, make_config, preset_values
+from cnn_tracker.tools.reference import (
+    Reference,
+    reference_throughput,
+    reference_time_to_target,
+)
 from cnn_tracker.training.data import (
     Data,
-    DatasetSpec,
     Split,
     get_spec,
     load_data,
     prepare,
-    tv_class,
 )
 from cnn_tracker.training.engine import TrainHooks, TrainResult, train
-from cnn_tracker.training.models import build_model, model_args
 from cnn_tracker.training.runtime import resolve_device, resolve_precision
 from cnn_tracker.training.state import CheckpointFiles
 
 TARGETS = {"mnist": 0.99, "fashion-mnist": 0.9264}  # 0.9264 = seed 000's Fashion-MNIST result
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The seed-style loop's setup: the seeds' model, batch size and optimizer."""
-
-    model: str = "tinyvgg"
-    hidden_units: int = 10  # TinyVGG as the seeds' tutorial trains it
-    batch_size: int = 32
-    lr: float = 1e-3  # Adam
 
 
 @dataclass(frozen=True)
@@ -123,56 +114,6 @@ def _train(cfg: TrainConfig, data: Data, folder: Path, hooks: TrainHooks | None 
 # --- the seed-style reference loop ------------------------------------------------------------
 
 
-def _reference_loaders(spec: DatasetSpec, root: Path, batch_size: int, seed: int):
-    """torchvision datasets with per-sample ToTensor + Normalize, as the seed projects load them."""
-    from torch.utils.data import DataLoader
-    from torchvision import transforms
-
-    tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize((spec.mean,), (spec.std,))])
-    cls = tv_class(spec)
-    train_set = cls(str(root), train=True, transform=tf)
-    test_set = cls(str(root), train=False, transform=tf)
-    gen = torch.Generator().manual_seed(seed)
-    return (DataLoader(train_set, batch_size=batch_size, shuffle=True, generator=gen),
-            DataLoader(test_set, batch_size=1000))
-
-
-def _reference_model(ref: Reference, device: torch.device, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(ref.model, model_args(ref.model, ref.hidden_units, None)).to(device)
-
-
-def _reference_epoch(model, loader, opt, device, max_images: int | None = None) -> tuple[float, int]:
-    """One seed-style pass (or its first ``max_images``): (seconds, images)."""
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    seen, train_loss, train_correct = 0, 0.0, 0
-    start = time.perf_counter()
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        train_loss += loss.item()  # the seeds' per-batch bookkeeping (a host sync per batch)
-        train_correct += (logits.argmax(1) == y).sum().item()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        seen += len(y)
-        if max_images is not None and seen >= max_images:
-            break
-    return time.perf_counter() - start, seen
-
-
-@torch.inference_mode()
-def _reference_test(model, loader, device) -> float:
-    model.eval()
-    correct = total = 0
-    for x, y in loader:
-        correct += (model(x.to(device)).argmax(1) == y.to(device)).sum().item()
-        total += len(y)
-    return correct / max(total, 1)
-
-
 # --- measurements -----------------------------------------------------------------------------
 
 
@@ -185,15 +126,6 @@ def our_throughput(cfg: TrainConfig, data: Data, n_images: int, workdir: Path) -
     small = dataclasses.replace(data, train=_subset(data.train, n_images), val=_subset(data.val, 256))
     result = _train(dataclasses.replace(cfg, epochs=1), small, workdir / "throughput")
     return result.history[0]["perf/images_per_second"]
-
-
-def reference_throughput(ref: Reference, spec: DatasetSpec, root: Path, device: torch.device,
-                         n_images: int, seed: int = 0) -> float:
-    train_loader, _ = _reference_loaders(spec, root, ref.batch_size, seed)
-    model = _reference_model(ref, device, seed)
-    opt = torch.optim.Adam(model.parameters(), lr=ref.lr)
-    seconds, seen = _reference_epoch(model, train_loader, opt, device, max_images=n_images)
-    return seen / seconds
 
 
 def our_time_to_target(cfg: TrainConfig, data: Data, target: float, workdir: Path) -> dict[str, Any]:
@@ -210,30 +142,6 @@ def our_time_to_target(cfg: TrainConfig, data: Data, target: float, workdir: Pat
         "seconds": sum(seconds[: reached + 1]) if reached is not None else sum(seconds),
         "test_accuracy_by_epoch": [round(a, 4) for a in by_epoch],
         "images_per_second": median([h["perf/images_per_second"] for h in result.history]),
-    }
-
-
-def reference_time_to_target(ref: Reference, spec: DatasetSpec, root: Path, device: torch.device,
-                             target: float, budget: float, max_epochs: int) -> dict[str, Any]:
-    train_loader, test_loader = _reference_loaders(spec, root, ref.batch_size, seed=0)
-    model = _reference_model(ref, device, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=ref.lr)
-    elapsed, by_epoch, images = 0.0, [], 0
-    while len(by_epoch) < max_epochs and elapsed < budget:
-        seconds, seen = _reference_epoch(model, train_loader, opt, device)
-        elapsed += seconds
-        images += seen
-        by_epoch.append(_reference_test(model, test_loader, device))
-        if by_epoch[-1] >= target:
-            break
-    return {
-        "reached": bool(by_epoch) and by_epoch[-1] >= target,
-        "epochs": len(by_epoch),
-        "seconds": elapsed,
-        "test_accuracy_by_epoch": [round(a, 4) for a in by_epoch],
-        "images_per_second": images / elapsed if elapsed else float("nan"),
-        "budget_seconds": budget,
-        "max_epochs": max_epochs,
     }
 
 

@@ -10,14 +10,9 @@ import numpy as np
 import torch
 
 from cnn_tracker.errors import UserError
+from cnn_tracker.training.batches import normalize
 from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoint
-from cnn_tracker.training.data import (
-    IMAGE_SHAPE,
-    Split,
-    get_spec,
-    load_split,
-    normalize,
-)
+from cnn_tracker.training.data import IMAGE_SHAPE, Split, get_spec, load_split
 from cnn_tracker.training.evaluation import evaluate
 from cnn_tracker.training.reports import TestReport
 from cnn_tracker.training.runtime import resolve_device

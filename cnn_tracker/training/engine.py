@@ -18,7 +18,8 @@ from torch import nn
 
 from cnn_tracker.config import TrainConfig
 from cnn_tracker.training import checkpoint as ckpt_io
-from cnn_tracker.training.data import Data, Split, train_batches
+from cnn_tracker.training.batches import train_batches
+from cnn_tracker.training.data import Data, Split
 from cnn_tracker.training.evaluation import EvalResult, evaluate
 from cnn_tracker.training.models import build_model, count_parameters, model_args
 from cnn_tracker.training.runtime import (

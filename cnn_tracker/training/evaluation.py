@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnn_tracker.training.data import DatasetSpec, Split, eval_batches
+from cnn_tracker.training.batches import eval_batches
+from cnn_tracker.training.data import DatasetSpec, Split
 from cnn_tracker.training.runtime import autocast
 
 

@@ -1,0 +1,91 @@
+"""Batches from split tensors: a permutation per epoch, normalizing on the fly, augmentation
+(shifts, flips) as one batched gather. No per-sample PIL transform, no DataLoader workers.
+
+Randomness (shuffling, augmentation) comes from a CPU generator seeded by the config, so the same
+seed gives the same batches on every device.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from cnn_tracker.training.data import MAX_SHIFT, DatasetSpec, Split
+
+
+def normalize(images: torch.Tensor, spec: DatasetSpec) -> torch.Tensor:
+    """uint8 ``[B, 1, 28, 28]`` -> float32 standardized with the dataset's mean and std."""
+    return (images.float() * (1.0 / 255.0) - spec.mean) * (1.0 / spec.std)
+
+
+def augment_batch(
+    images: torch.Tensor, shifts: torch.Tensor, flips: torch.Tensor | None
+) -> torch.Tensor:
+    """Shift each image by ``shifts[i] = (dy, dx)`` px (zero fill) and mirror it where ``flips``.
+
+    One gather over a zero-padded batch; ``shifts`` in [-MAX_SHIFT, MAX_SHIFT].
+    """
+    b, _, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (MAX_SHIFT,) * 4)
+    rows = torch.arange(h, device=images.device)
+    cols = torch.arange(w, device=images.device)
+    row_idx = rows[None, :] + (shifts[:, 0:1] + MAX_SHIFT)  # [B, h]
+    col_src = cols.expand(b, w)
+    if flips is not None:
+        col_src = torch.where(flips[:, None], (w - 1) - cols, cols)
+    col_idx = col_src + (shifts[:, 1:2] + MAX_SHIFT)  # [B, w]
+    batch_idx = torch.arange(b, device=images.device)[:, None, None]
+    out = padded[batch_idx, 0, row_idx[:, :, None], col_idx[:, None, :]]
+    return out.unsqueeze(1)
+
+
+class EpochPlan:
+    """Shuffling and augmentation draws for one epoch, made on the CPU then moved once."""
+
+    def __init__(self, n: int, generator: torch.Generator, augment: bool, hflip: bool, device):
+        self.order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
+        self.shifts = self.flips = None
+        if augment:
+            shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (n, 2), generator=generator)
+            self.shifts = shifts.to(device, non_blocking=True)
+            if hflip:
+                flips = torch.rand(n, generator=generator) < 0.5
+                self.flips = flips.to(device, non_blocking=True)
+
+
+def train_batches(
+    split: Split,
+    spec: DatasetSpec,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: bool,
+    start_batch: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled, (augmented,) normalized batches; the last partial batch is kept.
+
+    The whole epoch's draws are made first, so ``start_batch`` (a resumed epoch) skips batches
+    without changing the ones that follow.
+    """
+    plan = EpochPlan(len(split), generator, augment, spec.hflip, split.images.device)
+    for start in range(start_batch * batch_size, len(split), batch_size):
+        idx = plan.order[start : start + batch_size]
+        images = split.images[idx]
+        if plan.shifts is not None:
+            images = augment_batch(
+                images,
+                plan.shifts[start : start + batch_size],
+                None if plan.flips is None else plan.flips[start : start + batch_size],
+            )
+        yield normalize(images, spec), split.labels[idx]
+
+
+def eval_batches(
+    split: Split, spec: DatasetSpec, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches in dataset order, normalized, no augmentation."""
+    for start in range(0, len(split), batch_size):
+        yield (
+            normalize(split.images[start : start + batch_size], spec),
+            split.labels[start : start + batch_size],
+        )
