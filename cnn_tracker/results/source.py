@@ -17,6 +17,7 @@ from typing import Any
 from cnn_tracker import env
 from cnn_tracker.errors import UserError
 from cnn_tracker.store.db import Store
+from cnn_tracker.store.records import declared_metric
 
 FALLBACK_METRIC = "val/accuracy"  # the metric of a sweep that names none, and of --metric's default
 
@@ -32,10 +33,7 @@ def sweep_metric(config: dict[str, Any]) -> tuple[str, str]:
     A ``metric`` without ``goal`` is minimized (W&B's documented default, and what its engine
     optimises); a sweep without a metric is ranked by val/accuracy, maximized.
     """
-    metric = config.get("metric")
-    if isinstance(metric, dict) and metric.get("name"):
-        return str(metric["name"]), str(metric.get("goal") or "minimize")
-    return FALLBACK_METRIC, default_goal(FALLBACK_METRIC)
+    return declared_metric(config) or (FALLBACK_METRIC, default_goal(FALLBACK_METRIC))
 
 
 def resolve_goal(metric: str | None, goal: str | None, sweep: tuple[str, str] | None) -> tuple[str, str]:

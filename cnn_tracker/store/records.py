@@ -24,6 +24,18 @@ def _finite_numbers(mapping: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
 
 
+def declared_metric(config: dict[str, Any]) -> tuple[str, str] | None:
+    """(name, goal) of a sweep config's ``metric``, read the way W&B reads it, or None.
+
+    A metric without ``goal`` is minimized: W&B's documented default, and what its engine (and
+    ours, the same ``sweeps`` package) optimizes. The one place this rule is written.
+    """
+    metric = config.get("metric")
+    if not isinstance(metric, dict) or not metric.get("name"):
+        return None
+    return str(metric["name"]), str(metric.get("goal") or "minimize")
+
+
 @dataclass
 class Sweep:
     id: str
@@ -37,11 +49,8 @@ class Sweep:
 
     @property
     def metric(self) -> tuple[str, str] | None:
-        """(name, goal) of the sweep's metric, if it has one."""
-        metric = self.config.get("metric")
-        if not isinstance(metric, dict) or "name" not in metric:
-            return None
-        return str(metric["name"]), str(metric.get("goal", "minimize"))
+        """(name, goal) of the sweep's metric, if it has one (see :func:`declared_metric`)."""
+        return declared_metric(self.config)
 
     @property
     def run_cap(self) -> int | None:
