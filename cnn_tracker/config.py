@@ -75,6 +75,7 @@ class RunSettings:
     name: str | None = None
     tags: tuple[str, ...] = ()
     notes: str | None = None
+    job_type: str | None = None  # None = WANDB_JOB_TYPE, else "train"
     mode: str | None = None  # None = resolve from the environment (see cnn_tracker.env)
 
 

@@ -38,6 +38,9 @@ WANDB_SWEEP_ID = "WANDB_SWEEP_ID"
 WANDB_SWEEP_PARAM_PATH = "WANDB_SWEEP_PARAM_PATH"
 WANDB_DIR = "WANDB_DIR"
 WANDB_SILENT = "WANDB_SILENT"
+WANDB_NAME = "WANDB_NAME"
+WANDB_JOB_TYPE = "WANDB_JOB_TYPE"
+WANDB_ARTIFACT_DIR = "WANDB_ARTIFACT_DIR"
 
 # Process-level variables we set for child processes.
 CUDA_DEVICES_VAR = "CUDA_VISIBLE_DEVICES"
@@ -230,15 +233,16 @@ def agent_slot(gpu: str | None, threads: int | None) -> dict[str, str]:
     return {}
 
 
-def trial_environ(*, run_id: str, group: str, project: str, param_path: str, store_root: str,
-                  sweep: str, resume: bool) -> dict[str, str]:
+def trial_environ(*, run_id: str, project: str, param_path: str, store_root: str, sweep: str,
+                  resume: bool) -> dict[str, str]:
     """A local-sweep trial's environment: an offline W&B run in the sweep's group, reporting to
     the store.
 
     WANDB_SWEEP_ID is *not* set: the cloud does not know local sweeps, and ``wandb sync`` of a
-    run naming an unknown sweep would fail. The run group (= the local sweep id) keeps the trials
-    together on the dashboard after syncing. Trials need no API key (they run offline), so it is
-    not passed on. A requeued (preempted) trial gets CNN_TRACKER_RESUME = its run id.
+    run naming an unknown sweep would fail; the trial's run carries the sweep id as a config
+    column and a tag instead (a group would average the trials into one line on the dashboard).
+    Trials need no API key (they run offline), so it is not passed on. A requeued (preempted)
+    trial gets CNN_TRACKER_RESUME = its run id.
     """
     environ = dict(os.environ)
     for name in (WANDB_SWEEP_ID, WANDB_API_KEY, RESUME_VAR):
@@ -246,8 +250,7 @@ def trial_environ(*, run_id: str, group: str, project: str, param_path: str, sto
     if resume:
         environ[RESUME_VAR] = run_id
     environ.update({
-        WANDB_MODE: "offline", WANDB_RUN_ID: run_id, WANDB_RUN_GROUP: group,
-        WANDB_PROJECT: project, WANDB_SWEEP_PARAM_PATH: param_path, STORE_VAR: store_root,
+        WANDB_MODE: "offline", WANDB_RUN_ID: run_id, WANDB_PROJECT: project, WANDB_SWEEP_PARAM_PATH: param_path, STORE_VAR: store_root,
         SWEEP_ID_VAR: sweep, UNBUFFERED_VAR: "1",
     })
     return environ

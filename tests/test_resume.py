@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -122,6 +124,23 @@ def signal_during_training(argv: list[str], signum: int) -> tuple[int, str]:
     return proc.wait(timeout=120), "".join(lines)
 
 
+def sync_commands(output: str) -> list[str]:
+    """The ``wandb sync ...`` commands a run printed (in backticks, or after "with: ")."""
+    found = re.findall(r"`(wandb sync [^`]+)`", output)
+    found += [line.split("with: ", 1)[1].strip() for line in output.splitlines()
+              if "with: wandb sync" in line]
+    return found
+
+
+def dry_run_sync(command: str) -> subprocess.CompletedProcess:
+    """A printed sync command through the real wandb CLI, with --dry-run (no server needed)."""
+    args = shlex.split(command)
+    assert args[:2] == ["wandb", "sync"], command
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    return subprocess.run([str(wandb_cli), "sync", "--dry-run", *args[2:]], capture_output=True,
+                          text=True, timeout=120)
+
+
 @pytest.fixture(scope="module")
 def reference_summary(tiny_root, tmp_path_factory) -> dict:
     """summary.json of the same run, never interrupted."""
@@ -168,12 +187,20 @@ def test_signal_preempts_the_run_and_resume_matches(tiny_root, isolated_env, ref
     assert summary["test/loss"] == reference["test/loss"]
     assert summary["test/accuracy"] == reference["test/accuracy"]
 
-    # The resumed offline part continues the W&B step count, for `wandb sync --append`.
+    # The resumed offline part continues the W&B step count, for `wandb sync --id RUN DIR1 DIR2`.
     part2 = leet_records(Path(summary["wandb_dir"]))
     steps1 = [r["history"]["step"]["num"] for r in part1 if r.get("type") == "history"]
     steps2 = [r["history"]["step"]["num"] for r in part2 if r.get("type") == "history"]
     assert steps2 and min(steps2) == (max(steps1) + 1 if steps1 else 0)
-    assert "wandb sync --append" in resumed.stdout
+    # Every printed sync command works with the installed wandb (checked with --dry-run).
+    first = sync_commands(out)
+    assert first == [f"wandb sync {run.wandb_dir}"]
+    both = sync_commands(resumed.stdout)
+    assert both == [f"wandb sync --id {run.id} {run.wandb_dir} {summary['wandb_dir']}"]
+    for command in first + both:
+        dry = dry_run_sync(command)
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert "Would sync" in dry.stdout + dry.stderr
 
 
 def test_second_signal_aborts_without_waiting(tiny_root, isolated_env):

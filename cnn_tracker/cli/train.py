@@ -112,9 +112,11 @@ def _extra_values(extra: tuple[str, ...]) -> dict[str, Any]:
     return values
 
 
-def _train(config_file, preset, project, entity, group, name, tags, notes, mode, data_dir, output_dir,
+def _train(config_file, preset, project, entity, group, name, tags, notes, job_type, mode, data_dir,
+           output_dir,
            store, quiet, resume, extra, **hyper):
-    from cnn_tracker.runs.runner import RunPreempted, run_training
+    from cnn_tracker.runs.outcome import RunPreempted
+    from cnn_tracker.runs.runner import run_training
 
     cli_values = {**_extra_values(extra), **{k: v for k, v in hyper.items() if v is not None}}
     cfg = config_from_sources(config_file, cli_values, preset)
@@ -122,7 +124,7 @@ def _train(config_file, preset, project, entity, group, name, tags, notes, mode,
         project=project or "cnn-tracker",
         entity=entity, group=group, name=name,
         tags=tuple(t.strip() for chunk in tags for t in chunk.split(",") if t.strip()),
-        notes=notes, mode=mode,
+        notes=notes, job_type=job_type, mode=mode,
     )
     try:
         run_training(cfg, settings, data_dir=env.data_dir(data_dir), output_dir=output_dir,
@@ -154,9 +156,11 @@ train = TrainCommand(
         click.Option(["--project"], envvar=env.WANDB_PROJECT, help="W&B project [default: cnn-tracker]."),
         click.Option(["--entity"], envvar=env.WANDB_ENTITY, help="W&B entity (user or team)."),
         click.Option(["--group"], envvar=env.WANDB_RUN_GROUP, help="W&B run group."),
-        click.Option(["--name"], help="W&B run name [default: <model>-<dataset>-<run id>]."),
-        click.Option(["--tags"], multiple=True, help="Extra W&B tags, comma-separated or repeated."),
-        click.Option(["--notes"], help="W&B run notes."),
+        click.Option(["--name"], help="W&B run name [default: WANDB_NAME, else <model>-<dataset>-<run id>]."),
+        click.Option(["--tags"], multiple=True, help="Extra W&B tags, comma-separated or repeated "
+                     "(added to WANDB_TAGS and ours: dataset, model, sweep)."),
+        click.Option(["--notes"], help="W&B run notes [default: WANDB_NOTES]."),
+        click.Option(["--job-type", "job_type"], help="W&B job type [default: WANDB_JOB_TYPE, else train]."),
         click.Option(["--mode"], type=click.Choice(WANDB_MODES, case_sensitive=False),
                      help="W&B mode [default: WANDB_MODE, else online with an API key, else offline]."),
         click.Option(["--data-dir", "data_dir"], help=f"Dataset root [default: {env.DATA_DIR_VAR} or ~/.cache/cnn-tracker/data]."),

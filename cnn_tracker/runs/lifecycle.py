@@ -115,6 +115,35 @@ def finish_sweep(store: Store, sweep_id: str, message: str) -> None:
     store.set_sweep_state(sweep_id, "finished", message)
 
 
+# -- a local sweep's own state (W&B's sweep controls) -----------------------------------------
+# sweep state -> the states it may move to: pause and resume go back and forth; stop (no new
+# trials, running ones finish), cancel (running trials are killed too) and finish are ends.
+SWEEP_TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "running": ("paused", "stopped", "canceled", "finished"),
+    "paused": ("running", "stopped", "canceled", "finished"),
+}
+# `cnn-tracker sweep ACTION` -> the state it sets (W&B: PAUSED, RUNNING, FINISHED, CANCELED)
+SWEEP_CONTROLS = {"pause": "paused", "resume": "running", "stop": "stopped", "cancel": "canceled"}
+
+
+def set_sweep_control(store: Store, sweep_id: str, state: str,
+                      message: str | None = None) -> tuple[Sweep, bool]:
+    """Move a local sweep to ``state`` (paused / running / stopped / canceled / finished):
+    (the sweep as stored, whether it moved). Already in ``state`` = no move; a move the table
+    does not allow (a finished sweep paused, a canceled one resumed) is a UserError."""
+    for _ in range(10):
+        sweep = store.sweep(sweep_id)
+        if sweep.state == state:
+            return sweep, False
+        if state not in SWEEP_TRANSITIONS.get(sweep.state, ()):
+            allowed = [s for s, targets in SWEEP_TRANSITIONS.items() if state in targets]
+            raise UserError(f"sweep {sweep_id} is {sweep.state}: it cannot become {state} (only a "
+                            f"{' or '.join(allowed)} sweep can). Create a new sweep to search again.")
+        if store.move_sweep(sweep_id, state, sweep.state, message):
+            return store.sweep(sweep_id), True
+    raise UserError(f"sweep {sweep_id} keeps changing state: run the command again.")
+
+
 # -- a training run (the trial's side) --------------------------------------------------------
 def start(store: Store, run_id: str, *, sweep_id: str | None, project: str | None, name: str,
           config: dict[str, Any], output_dir: str, wandb_dir: str | None,

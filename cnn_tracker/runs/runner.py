@@ -9,7 +9,6 @@ validated again.
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import os
 import shutil
@@ -19,11 +18,18 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from cnn_tracker import env
 from cnn_tracker.config import RunSettings, TrainConfig
 from cnn_tracker.errors import UserError
 from cnn_tracker.files import atomic_write
 from cnn_tracker.runs import lifecycle
 from cnn_tracker.runs.lifecycle import Heartbeat
+from cnn_tracker.runs.outcome import (
+    RunPreempted,
+    output_error,
+    sync_command,
+    sync_parts,
+)
 from cnn_tracker.runs.plan import RunPlan, plan_run, replan
 from cnn_tracker.runs.signals import StopSignals
 from cnn_tracker.store.db import Store
@@ -41,18 +47,6 @@ from cnn_tracker.training.state import (
 )
 
 
-class RunPreempted(Exception):
-    """The run stopped on SIGTERM/SIGINT after saving a resume checkpoint.
-
-    ``exit_code`` is 128 + the signal number: non-zero, so W&B's agent requeues a run marked
-    preempting, and our agent records the trial as preempted.
-    """
-
-    def __init__(self, message: str, exit_code: int, run_id: str, checkpoint: Path):
-        super().__init__(message)
-        self.exit_code, self.run_id, self.checkpoint = exit_code, run_id, checkpoint
-
-
 class Recorder(TrainHooks):
     """The engine's hooks for a tracked run: passes its events to the tracker and records them
     in the local run store.
@@ -64,7 +58,7 @@ class Recorder(TrainHooks):
     """
 
     def __init__(self, tracker: Tracker, store: Store, run_id: str, sweep_id: str | None, *,
-                 stop: Callable[[], int] | None = None, info: dict[str, Any] | None = None,
+                 stop: StopSignals | None = None, info: dict[str, Any] | None = None,
                  echo: Callable[[str], None] | None = None):
         self.tracker, self.store, self.run_id = tracker, store, run_id
         self.sweep = store.find_sweep(sweep_id) if sweep_id else None
@@ -76,6 +70,9 @@ class Recorder(TrainHooks):
 
     def stop_signal(self) -> int:
         return self._stop() if self._stop is not None else 0
+
+    def stop_requested(self) -> str:
+        return self._stop.stop_reason() if self._stop is not None else ""
 
     def run_info(self, logs_ahead: int) -> dict[str, Any]:  # kept in resume checkpoints
         return {**self._info, "wandb_step": self.tracker.step + logs_ahead}
@@ -134,44 +131,29 @@ def run_training(
                     resume=resume, options_given=options_given)
     if plan.notice and not quiet:
         echo(plan.notice)
-    with StopSignals(lambda line: print(line, file=sys.stderr, flush=True)) as stop:
-        tracker = _start_tracker(plan, quiet, echo)
+    under_wandb_agent = env.wandb_sweep_id() is not None and not env.is_local_trial()
+    with StopSignals(lambda line: print(line, file=sys.stderr, flush=True),
+                     under_wandb_agent=under_wandb_agent, online=plan.mode == "online") as stop:
+        tracker = _start_tracker(plan, quiet, echo, stop)
         return _run_tracked(tracker, plan, quiet, echo, stop)
 
 
-def _start_tracker(plan: RunPlan, quiet: bool, echo: Callable[[str], None]) -> Tracker:
-    """``wandb.init`` (or the no-op tracker): a resumed run continues its W&B run and step."""
+def _start_tracker(plan: RunPlan, quiet: bool, echo: Callable[[str], None],
+                   stop: StopSignals) -> Tracker:
+    """``wandb.init`` (or the no-op tracker): a resumed run continues its W&B run and step, and
+    its best-so-far summaries. W&B's "stop this run" reaches ``stop``."""
     if plan.resume is None:
-        return make_tracker(plan.requested, plan.settings, plan.mode)
+        return make_tracker(plan.requested, plan.settings, plan.mode, on_stop=stop.request_stop,
+                            quiet=quiet)
     info, state = plan.resume.info, plan.resume.ckpt["resume"]
     tracker = make_tracker(plan.requested, plan.settings, plan.mode, resume_id=info.get("run_id"),
-                           resume_step=int(info.get("wandb_step", 0)))
+                           resume_step=int(info.get("wandb_step", 0)), on_stop=stop.request_stop,
+                           quiet=quiet)
+    tracker.seed_best(state.get("history") or [])
     if not quiet:
         echo(f"resuming run {tracker.run_id} at epoch {state['epoch']}, batch "
              f"{state['batch']}/{state.get('steps_per_epoch', '?')} from {plan.resume.path}")
     return tracker
-
-
-# Errors of the machine rather than the code: a full disk or quota, a read-only or vanished folder.
-_OUTPUT_ERRNOS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-                  errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                  errno.EFBIG: "the file is too large for this file system"}
-
-
-def _output_error(exc: BaseException, run_id: str) -> UserError | None:
-    """A clear error for a run stopped by its output folder (disk full, ...), or None.
-
-    Checkpoints and summaries are written to a temp file and renamed, so the files already
-    there are whole: the run can continue from its last epoch once the cause is fixed.
-    """
-    if not isinstance(exc, OSError) or exc.errno not in _OUTPUT_ERRNOS:
-        return None
-    where = f" writing '{exc.filename}'" if exc.filename else ""
-    return UserError(
-        f"the run stopped: {_OUTPUT_ERRNOS[exc.errno]}{where}. Nothing was half-written (each "
-        f"file is written whole or not at all). Free space (or fix the folder), then continue "
-        f"from the last epoch with `cnn-tracker train --resume {run_id}`."
-    )
 
 
 def _run_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[[str], None],
@@ -191,14 +173,14 @@ def _run_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[[s
         store.close()
         sync = ""
         if tracker.sync_dir is not None:
-            sync = (f" Upload this part with `wandb sync {tracker.sync_dir}` (a resumed part "
-                    "after it with `wandb sync --append`).")
+            sync = (f" Upload what ran so far with `{sync_command(tracker, plan)}`; the resumed "
+                    "run prints the command for all its parts.")
         raise RunPreempted(
             f"run {tracker.run_id} preempted by {name} at {where}: resumable checkpoint "
             f"{exc.path}. Continue it with `cnn-tracker train --resume {tracker.run_id}` "
             f"(or --resume {exc.path}).{sync}", code, tracker.run_id, exc.path) from None
     except BaseException as exc:
-        error = _output_error(exc, tracker.run_id)
+        error = output_error(exc, tracker.run_id)
         try:
             tracker.finish(exit_code=1)
         except Exception:  # noqa: BLE001 - never mask the original error (e.g. a full disk)
@@ -216,14 +198,15 @@ def _run_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[[s
     finally:
         store.close()
     tracker.finish(exit_code=0)
-    if tracker.sync_dir is not None and plan.resume is not None and not quiet:
-        echo("this run was resumed: upload its first part with `wandb sync`, then this one with "
-             f"`wandb sync --append {tracker.sync_dir}`")
     # Not in summary.json (written before finish): for callers that measure tracking cost.
     summary["perf/wandb_init_seconds"] = tracker.init_seconds
     summary["perf/wandb_finish_seconds"] = tracker.finish_seconds
     if tracker.sync_dir is not None and not quiet:
-        echo(f"offline run saved; upload it with: wandb sync {tracker.sync_dir}")
+        if len(sync_parts(tracker, plan)) > 1:
+            echo(f"offline run saved; upload its parts, in order, with: "
+                 f"{sync_command(tracker, plan)}")
+        else:
+            echo(f"offline run saved; upload it with: {sync_command(tracker, plan)}")
     return summary
 
 
@@ -253,7 +236,9 @@ def _train_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[
     info = {"run_id": tracker.run_id, "run_name": tracker.run_name, "project": settings.project,
             "entity": settings.entity, "group": settings.group, "name": settings.name,
             "tags": list(settings.tags), "notes": settings.notes, "sweep_id": sweep_id,
-            "output_dir": str(out_dir.absolute())}  # kept in resume checkpoints for --resume
+            "output_dir": str(out_dir.absolute()),
+            "sync_dirs": sync_parts(tracker, plan) if tracker.sync_dir is not None else []}
+    # (kept in resume checkpoints for --resume)
     recorder = Recorder(tracker, store, tracker.run_id, sweep_id, stop=stop, info=info,
                         echo=None if quiet else echo)
     resume = TrainState.from_checkpoint(ckpt) if ckpt is not None else None
@@ -278,8 +263,9 @@ def _report(tracker: Tracker, plan: RunPlan, data, result, out_dir: Path, load_s
         accuracy=result.test.accuracy,
     )
     title = f"{cfg.model} on {cfg.dataset} ({tracker.run_name})"
-    plots = write_plots(report, result.history, out_dir, cfg.batch_size, title)
+    plots = write_plots(report, result.history, out_dir, cfg.eval_batch_size, title)
     tracker.log_report(report, cfg.log_misclassified, plots)
+    tracker.log_last_checkpoint(result.last_path, {**result.history[-1], "model": cfg.model, "dataset": cfg.dataset})
 
     epochs = len(result.history)
     headline = {

@@ -2,7 +2,9 @@
 
 One agent runs trials one after another: claim the next trial (search.scheduler), run the
 sweep's ``command`` as a subprocess (macros expanded as ``wandb agent`` does, no shell), keep the
-trial's heartbeat while it runs, and record how its process ended (runs.lifecycle).
+trial's heartbeat while it runs, and record how its process ended (runs.lifecycle). Like W&B's
+agent it waits while its sweep is paused, ends when it is stopped, finished or canceled, and
+kills its running trial within one heartbeat of a cancel.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Callable
@@ -27,6 +30,7 @@ from cnn_tracker.search.scheduler import claim_trial
 from cnn_tracker.store.db import STALE_SECONDS, Store
 from cnn_tracker.store.records import Run, Sweep
 
+PAUSE_POLL_SECONDS = 5.0  # an agent of a paused sweep looks this often whether it may go on
 STOP_GRACE_SECONDS = 30.0  # after forwarding Ctrl-C, how long a trial may take to end cleanly
 
 
@@ -45,7 +49,7 @@ def _write_param_files(store: Store, sweep: Sweep, run: Run) -> tuple[Path, Path
 
 def trial_env(store: Store, sweep: Sweep, run: Run, param_path: Path) -> dict[str, str]:
     """The trial's environment (see :func:`cnn_tracker.env.trial_environ`)."""
-    return env.trial_environ(run_id=run.id, group=sweep.id, project=sweep.project,
+    return env.trial_environ(run_id=run.id, project=sweep.project,
                              param_path=str(param_path), store_root=str(store.root),
                              sweep=sweep.id, resume=is_requeued(run))
 
@@ -111,6 +115,8 @@ def run_trial(store: Store, sweep: Sweep, run: Run, *, name: str, echo: Callable
                     break
                 except subprocess.TimeoutExpired:
                     store.heartbeat(run.id)
+                    if store.sweep(sweep.id).state == "canceled":
+                        _cancel_trial(store, sweep, run, proc, name=name, echo=echo)
         except (KeyboardInterrupt, Interrupted) as exc:
             echo(f"[{name}] stopping trial {run.id} (it saves a resumable checkpoint) ...")
             _stop_process(proc)
@@ -126,6 +132,28 @@ def run_trial(store: Store, sweep: Sweep, run: Run, *, name: str, echo: Callable
     message = None if state == "finished" else " | ".join(t for t in tail if t)[-500:]
     lifecycle.end_by_agent(store, run.id, state, exitcode=rc, message=message)
     return store.run(run.id)
+
+
+def _cancel_trial(store: Store, sweep: Sweep, run: Run, proc: subprocess.Popen, *, name: str,
+                  echo: Callable[[str], None]) -> None:
+    """The sweep was canceled: record the trial killed *first* (so it cannot record itself as
+    preempted and be resumed), then stop it with SIGINT (SIGKILL after the grace period)."""
+    lifecycle.end_by_agent(store, run.id, "killed", exitcode=None,
+                           message=f"sweep {sweep.id} canceled")
+    echo(f"[{name}] sweep {sweep.id} canceled: killing trial {run.id}")
+    _stop_process(proc)
+
+
+def _wait_if_paused(store: Store, sweep_id: str, *, name: str, echo: Callable[[str], None],
+                    announce: bool) -> bool:
+    """True, after one poll, while the sweep is paused (W&B's agents stay alive too)."""
+    if store.sweep(sweep_id).state != "paused":
+        return False
+    if announce:
+        echo(f"[{name}] sweep {sweep_id} is paused; waiting (`cnn-tracker sweep resume "
+             f"{sweep_id}` continues it, stop or cancel ends it)")
+    time.sleep(min(PAUSE_POLL_SECONDS, env.heartbeat_seconds()))
+    return True
 
 
 def _stop_process(proc: subprocess.Popen) -> None:
@@ -166,11 +194,17 @@ def run_agent(
     sweep = store.sweep(sweep_id)
     previous = catch_stop_signals()
     done = failures = 0
+    waiting = False  # told the user the sweep is paused
     try:
         while count is None or done < count:
             for run_id in lifecycle.reap_stale(store, stale_seconds):
                 echo(f"[{name}] run {run_id} stopped sending heartbeats: marked crashed")
             run, why = claim_trial(store, sweep_id, suggest, agent=name)
+            if run is None and _wait_if_paused(store, sweep_id, name=name, echo=echo,
+                                               announce=not waiting):
+                waiting = True
+                continue
+            waiting = False
             if run is None:
                 echo(f"[{name}] {why}; agent done after {done} trial(s)")
                 return 0

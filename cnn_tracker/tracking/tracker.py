@@ -10,13 +10,15 @@ import secrets
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from cnn_tracker import env
 from cnn_tracker.config import RunSettings, TrainConfig
 from cnn_tracker.errors import UserError, first_line
 from cnn_tracker.training.reports import TestReport, format_top3
 
+# The config column naming a sweep's trial's sweep (set by us, not a hyperparameter).
+SWEEP_KEY = "sweep_id"
 # Prefixes of per-epoch keys; all are plotted against `epoch` on the dashboard.
 EPOCH_KEYS = ("train/*", "val/*", "lr", "perf/*")
 
@@ -43,11 +45,17 @@ class Tracker:
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None: ...
 
+    def log_last_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        """The end of training: the last epoch's checkpoint (``last.pt``) and its metrics."""
+
     def log_batch(self, metrics: dict[str, float]) -> None: ...
 
     def log_report(self, report: TestReport, misclassified: int, plots: dict[str, Path]) -> None: ...
 
     def log_summary(self, values: Mapping[str, Any]) -> None: ...
+
+    def seed_best(self, history: list[dict[str, float]]) -> None:
+        """A resumed run's best-so-far summaries start from its earlier epochs."""
 
     def mark_preempting(self) -> None:
         """Tell W&B the run is being preempted (a sweep requeues it when it exits non-zero)."""
@@ -73,27 +81,32 @@ class WandbTracker(Tracker):
     ``resume_id``/``resume_step`` continue a preempted run: online, W&B resumes the run itself
     (``resume="allow"``); offline, W&B cannot resume, so the new offline run folder gets the
     same id and continues the step count, to be uploaded after the first with
-    ``wandb sync --append``. Every log call therefore passes an explicit step.
+    ``wandb sync --id RUN DIR1 DIR2``. Every log call therefore passes an explicit step.
     """
 
-    def __init__(self, cfg: TrainConfig, settings: RunSettings, mode: str, job_type: str = "train",
-                 resume_id: str | None = None, resume_step: int = 0):
+    def __init__(self, cfg: TrainConfig, settings: RunSettings, mode: str,
+                 resume_id: str | None = None, resume_step: int = 0,
+                 on_stop: Callable[[], None] | None = None, quiet: bool = False):
         import wandb
 
         self._wandb = wandb
         start = time.perf_counter()
+        # Name, notes and tags left None here are read by the SDK from WANDB_NAME, WANDB_NOTES,
+        # WANDB_TAGS; the group comes from --group or WANDB_RUN_GROUP (never the sweep: W&B
+        # averages a group's runs into one line, and a sweep's trials differ by design).
+        sdk_settings = wandb.Settings(**({"stop_fn": on_stop} if on_stop else {}),
+                                      **({"silent": True} if quiet else {}))
         try:
             self.run = wandb.init(
                 project=settings.project,
                 entity=settings.entity,
-                # Runs of a sweep are grouped by it on the dashboard (the offline agent sets
-                # WANDB_RUN_GROUP itself; W&B's own agent sets WANDB_SWEEP_ID).
-                group=settings.group or env.wandb_sweep_id(),
+                group=settings.group,
                 name=settings.name,
                 notes=settings.notes,
-                job_type=job_type,
+                job_type=settings.job_type or env.get(env.WANDB_JOB_TYPE) or "train",
                 mode=mode,
                 config=asdict(cfg),
+                settings=sdk_settings,
                 **({"id": resume_id, "resume": "allow"} if resume_id else {}),
             )
         except wandb.errors.Error as exc:
@@ -105,11 +118,17 @@ class WandbTracker(Tracker):
         self.mode = mode
         self.run_id = self.run.id
         self.step = max(resume_step, int(self.run.step or 0)) if resume_id else 0
-        # Name and tags from the final config: a sweep may have changed model or dataset.
+        # Name and tags from the final config: a sweep may have changed model or dataset. Ours
+        # are added to the user's (WANDB_TAGS, --tags); our name only when none was given.
         model = self.run.config.get("model", cfg.model)
         dataset = self.run.config.get("dataset", cfg.dataset)
-        self.run.tags = tuple(dict.fromkeys([str(dataset), str(model), *settings.tags]))
-        if not settings.name:
+        sweep = env.sweep_id()
+        if sweep:  # a sweep's trials: the sweep as a config column and a tag, not a group
+            self.run.config.update({SWEEP_KEY: sweep}, allow_val_change=True)
+        self.run.tags = tuple(dict.fromkeys([*(self.run.tags or ()), *settings.tags,
+                                             str(dataset), str(model),
+                                             *([f"sweep-{sweep}"] if sweep else [])]))
+        if not settings.name and not env.get(env.WANDB_NAME):
             self.run.name = f"{model}-{dataset}-{self.run.id}"  # <model>-<dataset>-<run id>
         self.run_name = self.run.name
         self.files_dir = Path(self.run.dir)
@@ -122,7 +141,16 @@ class WandbTracker(Tracker):
         self.run.define_metric("batch/*", step_metric="trainer/global_step")
 
     def config(self) -> dict[str, Any]:
-        return {k: v for k, v in dict(self.run.config).items() if not k.startswith("_")}
+        return {k: v for k, v in dict(self.run.config).items()
+                if not k.startswith("_") and k != SWEEP_KEY}
+
+    def seed_best(self, history: list[dict[str, float]]) -> None:
+        """A resumed run's best-so-far summaries start from its earlier epochs."""
+        for key, better in (("val/accuracy", max), ("val/loss", min)):
+            values = [float(h[key]) for h in history if key in h]
+            if values:
+                self._best[key] = better(values)
+                self.run.summary[key] = self._best[key]
 
     def update_config(self, values: Mapping[str, Any]) -> None:
         self.run.config.update(dict(values), allow_val_change=True)
@@ -146,14 +174,30 @@ class WandbTracker(Tracker):
         self._log(dict(metrics))
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
-        """Upload a new best checkpoint as ``model-<run id>`` with aliases best and latest."""
-        artifact = self._wandb.Artifact(
-            f"model-{self.run.id}", type="model",
-            description=f"best-by-validation checkpoint of run {self.run.id}",
-            metadata={k: v for k, v in metadata.items() if isinstance(v, (int, float, str))},
-        )
-        artifact.add_file(str(path), name="best.pt")
-        self.run.log_artifact(artifact, aliases=["best", "latest"])
+        """A new best checkpoint: ``model-<run id>`` holding ``best.pt``, alias ``best``."""
+        self._log_model(path, "best.pt", "best", metadata,
+                        f"best-by-validation checkpoint of run {self.run.id}")
+
+    def log_last_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
+        """The end of training: ``model-<run id>`` holding ``last.pt``, alias ``latest``.
+
+        Once, not every epoch: last.pt carries the optimizer and resume state, and uploading it
+        each epoch would double a run's upload for versions nobody reads (`best` is per epoch).
+        """
+        self._log_model(path, "last.pt", "latest", metadata,
+                        f"last-epoch checkpoint of run {self.run.id}")
+
+    def _log_model(self, path: Path, name: str, alias: str, metadata: dict[str, Any],
+                   description: str) -> None:
+        """One version of ``model-<run id>``; ``score`` (val/accuracy) and ``epoch`` in metadata,
+        as Lightning's WandbLogger records them."""
+        meta = {k: v for k, v in metadata.items() if isinstance(v, (int, float, str))}
+        meta.update({"score": metadata.get("val/accuracy"), "epoch": metadata.get("epoch"),
+                     "file": name})
+        artifact = self._wandb.Artifact(f"model-{self.run.id}", type="model",
+                                        description=description, metadata=meta)
+        artifact.add_file(str(path), name=name)
+        self.run.log_artifact(artifact, aliases=[alias])
 
     def log_report(self, report: TestReport, misclassified: int, plots: dict[str, Path]) -> None:
         wandb = self._wandb
@@ -201,7 +245,10 @@ class WandbTracker(Tracker):
 
 
 def make_tracker(cfg: TrainConfig, settings: RunSettings, mode: str, resume_id: str | None = None,
-                 resume_step: int = 0) -> Tracker:
+                 resume_step: int = 0, on_stop: Callable[[], None] | None = None,
+                 quiet: bool = False) -> Tracker:
+    """The tracker for ``mode``; ``on_stop`` is called when W&B says the run should stop."""
     if mode == "disabled":
         return NullTracker(cfg, settings, resume_id)
-    return WandbTracker(cfg, settings, mode, resume_id=resume_id, resume_step=resume_step)
+    return WandbTracker(cfg, settings, mode, resume_id=resume_id, resume_step=resume_step,
+                        on_stop=on_stop, quiet=quiet)

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,6 +21,7 @@ from cnn_tracker.training import checkpoint as ckpt_io
 from cnn_tracker.training.batches import train_batches
 from cnn_tracker.training.data import Data, Split
 from cnn_tracker.training.evaluation import EvalResult, evaluate
+from cnn_tracker.training.hooks import Preempted, TrainHooks
 from cnn_tracker.training.models import build_model, count_parameters, model_args
 from cnn_tracker.training.runtime import (
     autocast,
@@ -54,50 +55,6 @@ class TrainResult:
     device: str
     stopped_early: str = ""  # why training ended before cfg.epochs (early termination), if it did
     resumed_from: str = ""  # "epoch E, batch B" when this run continued a resume checkpoint
-
-
-class Preempted(Exception):
-    """Training stopped on a signal; a resumable checkpoint was written first."""
-
-    def __init__(self, signum: int, path: Path, epoch: int, batch: int, steps_per_epoch: int):
-        super().__init__(f"stopped by signal {signum} at epoch {epoch}, batch {batch}/{steps_per_epoch}")
-        self.signum, self.path, self.epoch, self.batch = signum, path, epoch, batch
-        self.steps_per_epoch = steps_per_epoch
-
-
-class TrainHooks:
-    """What the loop reports to and asks between its steps; each hook here does nothing. (The
-    runner's Recorder passes events to the tracker and the run store; the bench reads accuracy.)"""
-
-    def log_metrics(self, metrics: dict[str, float], epoch: int) -> None:
-        """An epoch's metrics, after its checkpoints are saved."""
-
-    def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
-        """A new best checkpoint (``best.pt``), with its epoch's metrics."""
-
-    def log_batch(self, metrics: dict[str, float]) -> None:
-        """Every ``cfg.log_every`` batches (opt-in: one host sync each)."""
-
-    def log(self, line: str) -> None:
-        """A line of progress for the console."""
-
-    def should_stop(self, epoch: int, metrics: dict[str, float]) -> str:
-        """Asked after every epoch but the last: a non-empty reason ends training there."""
-        return ""
-
-    def after_epoch(self, epoch: int, evaluate: Callable[[Split], EvalResult]) -> str:
-        """Measurement after every epoch, outside the timed part, with a function that evaluates
-        the current weights on a split; a non-empty answer ends training like should_stop."""
-        return ""
-
-    def stop_signal(self) -> int:
-        """Polled after every batch: a signal number stops training with a resume checkpoint."""
-        return 0
-
-    def run_info(self, logs_ahead: int) -> dict[str, Any]:
-        """The tracker's run (id, name, W&B step after ``logs_ahead`` more log calls), kept in
-        resume checkpoints for ``train --resume``."""
-        return {}
 
 
 def _progress(total: int, epoch: int, epochs: int, enabled: bool):
@@ -205,9 +162,10 @@ def _step(loop: _Loop, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def _train_epoch(loop: _Loop, hooks: TrainHooks, epoch: int, resumed: TrainState | None,
-                 progress: bool) -> tuple[float, torch.Tensor, float]:
+                 progress: bool) -> tuple[float, torch.Tensor, float, int, str]:
     """The batches of ``epoch``, from where ``resumed`` stopped inside it if given: (mean train
-    loss, correct predictions, seconds). A stop signal saves resume.pt and raises Preempted."""
+    loss, correct predictions, seconds, images seen, stop reason). A stop signal saves resume.pt
+    and raises Preempted; a stop request ends the epoch after the current batch."""
     cfg, data, device = loop.cfg, loop.data, loop.device
     loop.model.train()
     first = resumed.batch if resumed is not None else 0
@@ -238,6 +196,9 @@ def _train_epoch(loop: _Loop, hooks: TrainHooks, epoch: int, resumed: TrainState
         if bar is not None:
             bar.update()
         signum = hooks.stop_signal()
+        stop = "" if signum else hooks.stop_requested()
+        if stop:
+            break
         if signum:
             if bar is not None:
                 bar.close()
@@ -247,18 +208,22 @@ def _train_epoch(loop: _Loop, hooks: TrainHooks, epoch: int, resumed: TrainState
             state = loop.state(epoch, batch, epoch_start, loss_sum, correct, seconds, hooks.run_info(0))
             ckpt_io.atomic_save({**ckpt, "resume": state.to_dict()}, loop.files.resume)
             raise Preempted(signum, loop.files.resume, epoch, batch, loop.steps_per_epoch)
-    train_loss = float(loss_sum) / len(data.train)
+    else:
+        stop = ""
+    seen = min(batch * cfg.batch_size, len(data.train))  # all of them unless stopped
+    train_loss = float(loss_sum) / max(seen, 1)
     epoch_time = before + time.perf_counter() - start
     loop.train_seconds += time.perf_counter() - start
     if bar is not None:
         bar.close()
-    return train_loss, correct, epoch_time
+    return train_loss, correct, epoch_time, seen, stop
 
 
 def _end_epoch(loop: _Loop, hooks: TrainHooks, epoch: int, train_loss: float,
-               correct: torch.Tensor, epoch_time: float) -> dict[str, float]:
-    """Validate, save best.pt (when improved) and last.pt, then report; the epoch's metrics."""
-    cfg, n_train = loop.cfg, len(loop.data.train)
+               correct: torch.Tensor, epoch_time: float, n_train: int) -> dict[str, float]:
+    """Validate, save best.pt (when improved) and last.pt, then report; the epoch's metrics
+    (train accuracy and images/s over the ``n_train`` images the epoch saw)."""
+    cfg = loop.cfg
     val = loop.evaluate(loop.data.val)
     metrics = {
         "epoch": epoch,
@@ -317,12 +282,21 @@ def train(cfg: TrainConfig, data: Data, hooks: TrainHooks, *, files: CheckpointF
     stopped_early = ""
     for epoch in range(start_epoch, cfg.epochs + 1):
         resumed = resume if resume is not None and epoch == start_epoch else None
-        train_loss, correct, epoch_time = _train_epoch(loop, hooks, epoch, resumed, progress)
-        metrics = _end_epoch(loop, hooks, epoch, train_loss, correct, epoch_time)
+        train_loss, correct, epoch_time, seen, stop = _train_epoch(loop, hooks, epoch, resumed,
+                                                                   progress)
+        if stop and loop.best:  # a stop mid-epoch: the best epoch so far is the result
+            stopped_early = stop
+            hooks.log(f"stopped during epoch {epoch}/{cfg.epochs}: {stop}")
+            break
+        metrics = _end_epoch(loop, hooks, epoch, train_loss, correct, epoch_time, seen)
+        if stop:  # stopped inside the first epoch: its partial epoch is the best so far
+            stopped_early = stop
+            hooks.log(f"stopped during epoch {epoch}/{cfg.epochs} (after {seen} images): {stop}")
+            break
         # after_epoch every epoch: the bench reads test accuracy after the last too.
         reason = hooks.after_epoch(epoch, loop.evaluate)
         if not reason and epoch < cfg.epochs:
-            reason = hooks.should_stop(epoch, metrics)
+            reason = hooks.should_stop(epoch, metrics) or hooks.stop_requested()
         if reason and epoch < cfg.epochs:
             stopped_early = reason
             hooks.log(f"stopped after epoch {epoch}/{cfg.epochs}: {reason}")
