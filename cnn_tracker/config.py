@@ -49,7 +49,7 @@ class TrainConfig:
     weight_decay: float = 5e-4  # decoupled for adamw, L2 for adam/sgd
     hidden_units: int | None = None  # width knob of the model, 1-4096; None = the seed default
     dropout: float | None = None  # dropout before the classifier; None = the model's default
-    batch_norm: bool = False  # BatchNorm after every conv (not in the seed layouts)
+    batch_norm: bool = False  # BatchNorm after every conv (not in the reference layouts)
     scheduler: str = "onecycle"  # one of SCHEDULERS, stepped per batch
     label_smoothing: float = 0.0  # cross-entropy label smoothing, 0 <= x < 1
     augment: bool = True  # random shifts of up to 2 px (+ horizontal flips on fashion-mnist)
@@ -81,7 +81,7 @@ class RunSettings:
 
 # Named starting points, per dataset: defaults < preset < config file < CLI < sweep values.
 # "fast" is the shortest CPU recipe measured to reach the bench targets (`cnn-tracker bench`):
-# 99.0% MNIST and seed 000's 92.64% Fashion-MNIST test accuracy. See README, Performance.
+# 99.0% MNIST and the TinyVGG reference's 92.64% Fashion-MNIST test accuracy. See README, Performance.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "fast": {
         "mnist": {"model": "lenet", "epochs": 3, "batch_size": 128, "lr": 0.01,

@@ -117,6 +117,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "cnn-tracker"
 
 
+def artifact_dir() -> Path:
+    """Where downloaded model artifacts go: WANDB_ARTIFACT_DIR (as W&B documents it), else
+    ``~/.cache/cnn-tracker/artifacts``."""
+    value = get(WANDB_ARTIFACT_DIR)
+    return Path(value).expanduser() if value else default_cache_dir() / "artifacts"
+
+
 def data_dir(cli_value: str | os.PathLike[str] | None = None) -> Path:
     """``--data-dir`` > CNN_TRACKER_DATA_DIR > ``~/.cache/cnn-tracker/data``."""
     value = cli_value or os.environ.get(DATA_DIR_VAR)

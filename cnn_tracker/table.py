@@ -16,6 +16,23 @@ def cell(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def is_accuracy(name: str) -> bool:
+    """Whether a metric or column name is an accuracy (a fraction shown as a percent)."""
+    return "accuracy" in str(name).lower()
+
+
+def percent(value: Any) -> str:
+    """An accuracy as every text output shows it: a percent with two decimals (``88.85%``)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{value:.2%}"
+    return cell(value)
+
+
+def metric_cell(name: str, value: Any) -> str:
+    """A metric's value: a percent for an accuracy, else as :func:`cell` shows it."""
+    return percent(value) if is_accuracy(name) else cell(value)
+
+
 def render(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = "") -> str:
     """Columns two spaces apart, each as wide as its widest cell; no trailing spaces.
 

@@ -20,8 +20,10 @@ from cnn_tracker.training.data import SPECS
 TINY_TRAIN_PER_CLASS = 40
 TINY_TEST_PER_CLASS = 12
 REPO = Path(__file__).resolve().parents[1]
-# Read once at import: the per-test fixture below clears CNN_TRACKER_* variables.
+# Read once at import, made absolute (the README passes a relative ../shared/datasets, and every
+# test runs in its own folder): the per-test fixture below clears CNN_TRACKER_* variables.
 REAL_MIRROR = os.environ.get("CNN_TRACKER_DATA_MIRROR", "")
+REAL_MIRROR = str(Path(REAL_MIRROR).absolute()) if REAL_MIRROR else ""
 
 
 def write_idx_images(path: Path, images: np.ndarray) -> None:

@@ -19,7 +19,7 @@ PKG = Path(__file__).resolve().parents[1] / "cnn_tracker"
 SOURCES = sorted(p for p in PKG.rglob("*.py"))
 PACKAGES = ("training", "tracking", "runs", "search", "store", "results", "tools", "cli")
 ENV_NAME = re.compile(r"^(WANDB|CNN_TRACKER|CUDA|OMP|CUBLAS|PYTHON)[A-Z0-9_]*$")
-STATE_WRITERS = ("insert_run", "insert_trial", "transition", "set_sweep_state")
+STATE_WRITERS = ("insert_run", "insert_trial", "transition", "set_sweep_state", "move_sweep")
 
 
 def rel(path: Path) -> str:

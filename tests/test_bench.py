@@ -25,6 +25,7 @@ def _finite_positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_quick_bench_json_has_every_field(tiny_root, isolated_env):
     """The whole harness on tiny data, as a user runs it: a fresh process, --quick --json."""
     proc = run_cli_subprocess(["bench", "--quick", "--json", "--data-dir", str(tiny_root),

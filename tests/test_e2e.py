@@ -124,14 +124,18 @@ def test_offline_run_model_artifact_with_aliases(offline_run):
     assert models, "no model artifact logged"
     run_id = summary["run_id"]
     assert all(a["name"] == f"model-{run_id}" for a in models)
-    assert set(models[-1]["aliases"]) == {"best", "latest"}
-    meta = json.loads(models[-1]["metadata"])
-    assert meta["val/accuracy"] == pytest.approx(summary["best/val_accuracy"])
+    # Lightning's convention: each new best is a version with best.pt and alias best; the end
+    # of training adds last.pt with alias latest (W&B gives every new version `latest`).
+    *bests, last = models
+    assert all("best" in a["aliases"] for a in bests)
+    assert last["aliases"] == ["latest"] and [c["path"] for c in last["manifest"]["contents"]] == ["last.pt"]
+    meta = json.loads(bests[-1]["metadata"])
+    assert meta["val/accuracy"] == pytest.approx(summary["best/val_accuracy"]) == meta["score"]
     best_so_far, improvements = -1.0, 0
     for h in summary["history"]:
         if h["val/accuracy"] > best_so_far:
             best_so_far, improvements = h["val/accuracy"], improvements + 1
-    assert len(models) == improvements  # uploaded once per improvement, never otherwise
+    assert len(bests) == improvements  # best.pt uploaded once per improvement, never otherwise
 
 
 def test_local_outputs(offline_run):

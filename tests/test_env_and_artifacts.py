@@ -87,9 +87,11 @@ def test_artifact_download_through_wandb_api(monkeypatch, tmp_path, tiny_root, i
 
     logged = wandb.Artifact("model-abc", type="model")  # its manifest holds best.pt's real digest
     logged.add_file(str(best), name="best.pt")
+    logged.is_draft = lambda: False  # as if logged: its real Artifact.verify checks the download
 
     class FakeArtifact:
         manifest = logged.manifest
+        verify = logged.verify
 
         def download(self, root):
             calls.append(("download", root))
@@ -102,10 +104,23 @@ def test_artifact_download_through_wandb_api(monkeypatch, tmp_path, tiny_root, i
             calls.append(("artifact", name, type))
             return FakeArtifact()
 
+    class FakeRun:  # online, the download is an input of a short eval run (lineage)
+        def __init__(self, **kwargs):
+            calls.append(("init", kwargs["entity"], kwargs["project"], kwargs["job_type"]))
+
+        def use_artifact(self, name, type=None):
+            return FakeApi().artifact(name, type)
+
+        def finish(self, exit_code=0):
+            calls.append(("finish", exit_code))
+
     monkeypatch.setattr(wandb, "Api", FakeApi)
+    monkeypatch.setattr(wandb, "init", FakeRun)  # no W&B server: the online run is faked too
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     result = CliRunner().invoke(cli, ["evaluate", "me/cnn-tracker/model-abc:best",
                                       "--data-dir", str(tiny_root), "--json"])
     assert result.exit_code == 0, result.output
+    assert calls.pop(0) == ("init", "me", "cnn-tracker", "eval")
     assert calls[0] == ("artifact", "me/cnn-tracker/model-abc:best", "model")
+    assert calls[-1] == ("finish", 0)
     assert json.loads(result.output)["model"] == "mlp"

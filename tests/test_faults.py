@@ -72,6 +72,7 @@ def assert_gone(pid: int) -> None:
         os.kill(pid, 0)
 
 
+@pytest.mark.slow
 def test_sigterm_to_an_agent_preempts_its_trial_and_a_restart_resumes_it(fault_env, tmp_path):
     sweep_id = long_sweep(tmp_path, [0.003])
     store = Store()
@@ -99,6 +100,7 @@ def test_sigterm_to_an_agent_preempts_its_trial_and_a_restart_resumes_it(fault_e
     assert not (Path(stopped.output_dir) / "checkpoints" / "resume.pt").exists()
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_trial_marks_it_crashed_and_the_agent_goes_on(fault_env, tmp_path):
     sweep_id = long_sweep(tmp_path, [0.003, 0.01])
     store = Store()
@@ -120,6 +122,7 @@ def test_sigkill_of_a_trial_marks_it_crashed_and_the_agent_goes_on(fault_env, tm
     assert after.state == "finished" and [h["epoch"] for h in after.history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_sigkill_of_agent_and_trial_goes_stale_and_a_restart_continues(fault_env, tmp_path):
     sweep_id = long_sweep(tmp_path, [0.003, 0.01])
     store = Store()
@@ -141,6 +144,7 @@ def test_sigkill_of_agent_and_trial_goes_stale_and_a_restart_continues(fault_env
     assert other.state == "finished" and len(other.history) == 3
 
 
+@pytest.mark.slow
 def test_sigkill_of_the_agent_alone_its_trial_preempts_itself(fault_env, tmp_path):
     sweep_id = long_sweep(tmp_path, [0.003])
     store = Store()

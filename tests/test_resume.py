@@ -155,6 +155,7 @@ def reference_summary(tiny_root, tmp_path_factory) -> dict:
         mp.undo()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_preempts_the_run_and_resume_matches(tiny_root, isolated_env, reference_summary, signum):
     code, out = signal_during_training(train_argv(tiny_root), signum)

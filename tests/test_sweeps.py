@@ -299,6 +299,7 @@ def data_env(tiny_root, monkeypatch):
     return tiny_root
 
 
+@pytest.mark.slow
 def test_grid_sweep_end_to_end_then_best_and_evaluate(data_env, tmp_path, isolated_env):
     config = tiny_sweep("grid", {"lr": {"values": [0.003, 0.03]},
                                  "optimizer": {"values": ["adamw", "sgd"]}})
@@ -338,6 +339,7 @@ def test_grid_sweep_end_to_end_then_best_and_evaluate(data_env, tmp_path, isolat
     assert sweep_id in text and "finished" in text
 
 
+@pytest.mark.slow
 def test_two_agents_share_a_bayes_sweep(data_env, tmp_path, isolated_env):
     config = tiny_sweep("bayes", {"lr": {"distribution": "log_uniform_values", "min": 0.001, "max": 0.05},
                                   "batch_size": {"values": [16, 32, 64]}}, run_cap=4)
@@ -353,6 +355,7 @@ def test_two_agents_share_a_bayes_sweep(data_env, tmp_path, isolated_env):
         assert r.state == "finished" and len(r.history) == 1 and "test/accuracy" in r.summary
 
 
+@pytest.mark.slow
 def test_hyperband_stops_a_trailing_trial(data_env, tmp_path, isolated_env):
     """Three finished peers at 99% after every epoch; a trial that learns nothing is stopped."""
     config = tiny_sweep("grid", {"lr": {"values": [1e-6]}},

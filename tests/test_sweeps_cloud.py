@@ -189,9 +189,11 @@ def fake_api(monkeypatch, tmp_path, tiny_root):
 
     logged = wandb.Artifact("model-r2", type="model")  # a real manifest: downloads are verified
     logged.add_file(str(ckpt), name="best.pt")
+    logged.is_draft = lambda: False  # as if logged: its real Artifact.verify checks the download
 
     class FakeArtifact:
         manifest = logged.manifest
+        verify = logged.verify
 
         def download(self, root):
             Path(root).mkdir(parents=True, exist_ok=True)
@@ -214,7 +216,18 @@ def fake_api(monkeypatch, tmp_path, tiny_root):
             calls.append(("artifact", name, type))
             return FakeArtifact()
 
+    class FakeEvalRun:  # online, a download is an input of a short eval run (lineage)
+        def __init__(self, **kwargs):
+            calls.append(("init", kwargs.get("entity"), kwargs.get("project"), kwargs.get("job_type")))
+
+        def use_artifact(self, name, type=None):
+            return FakeApi().artifact(name, type)
+
+        def finish(self, exit_code=0):
+            calls.append(("finish", exit_code))
+
     monkeypatch.setattr(wandb, "Api", FakeApi)
+    monkeypatch.setattr(wandb, "init", FakeEvalRun)  # no W&B server: the eval run is faked too
     monkeypatch.setenv("WANDB_API_KEY", "k" * 40)
     return calls
 

@@ -52,9 +52,18 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = AppContext(debug=debug)
 
 
-from cnn_tracker.cli import bench, data, inference, results, store, sweeps, train  # noqa: E402
+from cnn_tracker.cli import (  # noqa: E402
+    bench,
+    dashboard,
+    data,
+    inference,
+    results,
+    store,
+    sweeps,
+    train,
+)
 
-for _module in (train, data, inference, sweeps, results, store, bench):
+for _module in (train, data, inference, sweeps, results, store, bench, dashboard):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

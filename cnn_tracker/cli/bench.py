@@ -26,7 +26,7 @@ from cnn_tracker.errors import UserError
 @click.option("--reference-budget", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds of reference-loop training before it gives up on the target.")
 @click.option("--reference-model", type=click.Choice(MODELS),
-              default="tinyvgg", show_default=True, help="Model of the seed-style reference loop.")
+              default="tinyvgg", show_default=True, help="Model of the reference loop.")
 @click.option("--reference-hidden", type=click.IntRange(1, 4096), default=10, show_default=True,
               help="hidden_units of the reference model (the throughput comparison uses it too).")
 @click.option("--overhead-epochs", type=click.IntRange(1, 100), default=2, show_default=True,
@@ -39,9 +39,9 @@ from cnn_tracker.errors import UserError
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench(dataset, device, repeats, tta_repeats, target, reference_budget, reference_model,
           reference_hidden, overhead_epochs, overrides, data_dir, quick, as_json) -> None:
-    """Measure training speed: our trainer vs a seed-style loop, side by side in one process.
+    """Measure training speed: our trainer vs a reference loop (DataLoader, batch 32, Adam), side by side in one process.
 
-    Throughput on the same model; time to a target test accuracy (fast preset vs the seed-style
+    Throughput on the same model; time to a target test accuracy (fast preset vs the reference
     loop); W&B offline vs disabled overhead and init/finish time; peak RSS of a train process.
     A benchmark, not a test: run it on a quiet machine and compare ratios, not absolute times.
     """

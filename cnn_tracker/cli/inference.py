@@ -46,7 +46,8 @@ def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plot
             digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
             output_dir = env.output_root() / "eval" / f"{path.stem}-{digest}"
         written = {k: str(v) for k, v in write_plots(
-            report, None, output_dir, int(ckpt["config"]["batch_size"])).items()}
+            report, None, output_dir,
+            batch_size or int(ckpt["config"].get("eval_batch_size", 1000))).items()}
     if as_json:
         click.echo(json.dumps({
             "checkpoint": str(path), "model": ckpt["model"], "dataset": dataset or ckpt["dataset"],
@@ -66,23 +67,32 @@ def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plot
                 type=click.Path(path_type=Path, readable=False))
 @click.option("--top-k", type=click.IntRange(1, 10), default=3, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--show", "show_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write a PNG per image to this folder: the 28x28 input the model saw and "
+                   "its prediction.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def predict(checkpoint, images, top_k, device, as_json) -> None:
-    """Class probabilities of IMAGES (any size or mode) under CHECKPOINT (file or W&B artifact)."""
+def predict(checkpoint, images, top_k, device, show_dir, as_json) -> None:
+    """Class probabilities of IMAGES (any size or mode) under CHECKPOINT (file or W&B artifact).
+
+    Each image is prepared as the dataset was made: a light background inverted, the object
+    cropped, scaled (digits to a 20 px box, clothes to 28 px) and centred in 28x28.
+    """
     from cnn_tracker.tools.inference import predict_files
 
-    results = predict_files(checkpoint_path(checkpoint), list(images), top_k, device)
+    results = predict_files(checkpoint_path(checkpoint), list(images), top_k, device, show_dir)
     if as_json:
         click.echo(json.dumps(results, indent=2))
         return
     for r in results:
         top = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
         click.echo(f"{r['image']}: {r['predicted']}  ({top})")
+    if show_dir is not None:
+        click.echo(f"inputs as the model saw them written to {show_dir}", err=True)
 
 
 @click.command("models")
 def list_models() -> None:
-    """The model registry: names, seed layouts and default parameter counts."""
+    """The model registry: names, reference layouts and default parameter counts."""
     from cnn_tracker.training.models import (
         REGISTRY,
         build_model,

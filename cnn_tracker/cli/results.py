@@ -13,6 +13,7 @@ from cnn_tracker.config import (
     KEYS,
     unknown_key_error,
 )
+from cnn_tracker.errors import UserError
 
 
 @sweep.command("status")
@@ -58,10 +59,13 @@ def sweep_list(store_dir, as_json) -> None:
               help="[default: the sweep's; for other metrics minimize losses, maximize the rest]")
 @click.option("--download", type=click.Path(file_okay=False, path_type=Path),
               help="Put the best checkpoint in this folder as best.pt.")
+@click.option("--link", "link_to", metavar="REGISTRY/COLLECTION",
+              help="Link the best run's model-<run>:best into this W&B Registry collection "
+                   "(wandb-registry-REGISTRY/COLLECTION); W&B targets, online only.")
 @click.option("--entity", envvar=env.WANDB_ENTITY, help="W&B entity for a W&B project or sweep.")
 @STORE_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
+def best(target, metric, goal, download, link_to, entity, store_dir, as_json) -> None:
     """The best run of a sweep or project, its config, metrics and best checkpoint.
 
     TARGET is a local sweep id or project name (from the local run store), or a W&B sweep
@@ -72,15 +76,30 @@ def best(target, metric, goal, download, entity, store_dir, as_json) -> None:
     from cnn_tracker.results.source import open_source
     from cnn_tracker.results.text import format_best
 
+    if link_to and (not env.has_api_key() or env.resolve_mode(None)[0] != "online"):
+        raise UserError(f"--link {link_to} needs W&B online: set WANDB_API_KEY (or run `wandb "
+                        "login`) and leave WANDB_MODE unset or online; offline runs are linked "
+                        "after `wandb sync`.")
+    if link_to:
+        from cnn_tracker.tracking.wandb_api import registry_path
+
+        registry_path(link_to)  # a malformed REGISTRY/COLLECTION fails before any query
     source = open_source(target, open_store(store_dir), entity=entity,
                          what=f"'{target}' (neither a sweep nor a project with runs)")
     found = source.best(target, metric, goal)
     if download:
         found["downloaded"] = str(source.fetch_checkpoint(found, download))
+    if link_to:
+        if source.kind != "wandb":
+            raise UserError(f"--link needs a W&B sweep or project; '{target}' is in the local "
+                            "store: `wandb sync` its runs, then link the W&B target.")
+        found["linked"] = source.link_checkpoint(found, link_to)
     if as_json:
         echo_json(found)
     else:
         click.echo(format_best(target, found))
+        if link_to:
+            click.echo(f"linked to the W&B Registry: {found['linked']}")
 
 
 @click.command()
@@ -105,7 +124,7 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
     TARGET is a sweep id (local, or entity/project/sweep_id on W&B). Without TARGET, --project or
     --runs, every run in the local store is compared. Rows: model, dataset, parameter count, best
     validation accuracy, test accuracy, epochs, training time (epochs only) and train images/s.
-    Charts: test accuracy and training time per group (seed 001's accuracy-vs-model chart), and
+    Charts: test accuracy and training time per group (the accuracy-by-model chart of the MLP-vs-TinyVGG reference), and
     for a sweep the metric against each swept parameter.
     """
     from cnn_tracker.results.compare import compare_runs, render, write_outputs

@@ -14,20 +14,23 @@ from cnn_tracker.store.db import STALE_SECONDS
 
 @click.group()
 def sweep() -> None:
-    """W&B sweep configs: validate, create (W&B or the local store), status, list."""
+    """W&B sweep configs: validate, create (W&B or the local store), status, list, and
+    pause / resume / stop / cancel."""
 
 
 @sweep.command("validate")
 @click.argument("file", type=click.Path(dir_okay=False))
 def sweep_validate(file: str) -> None:
     """Check FILE against W&B's sweep schema and our train config keys and values (exit 0 or 2)."""
+    from cnn_tracker.results.source import searched_parameters
     from cnn_tracker.search.spec import check, load_sweep_file
 
     config = load_sweep_file(file)
     for warning in check(config, f"file '{file}'"):
         click.echo(f"warning: {warning}", err=True)
-    n = len(config.get("parameters") or {})
-    click.echo(f"{file}: valid ({config.get('method')} over {n} parameter(s), "
+    n, total = len(searched_parameters(config)), len(config.get("parameters") or {})
+    click.echo(f"{file}: valid ({config.get('method')} over {n} searched parameter(s) and "
+               f"{total - n} constant(s), "
                f"metric {(config.get('metric') or {}).get('name', 'none')})")
 
 
@@ -90,10 +93,12 @@ def _parse_gpus(value: str | None) -> list[str] | None:
               metavar="SECONDS", help="Mark a running trial of a local sweep crashed when its "
               "heartbeat is this old (its process was killed).")
 @click.option("--name", default="agent", hidden=True)
-@click.option("--quiet-trials", is_flag=True, help="Do not echo the trials' output (it is always "
-              "in the store's sweep folder).")
+@click.option("--verbose", is_flag=True, help="Echo everything the trials print (by default: one "
+              "line per trial start, epoch and end; a trial's full output is always in its log "
+              "file in the store's sweep folder).")
+@click.option("--quiet-trials", is_flag=True, help="Not even the trials' epoch lines.")
 def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity, store_dir,
-          stale_after, name, quiet_trials) -> None:
+          stale_after, name, verbose, quiet_trials) -> None:
     """Run trials of SWEEP_ID: a local sweep (offline engine) or a W&B sweep (wandb agent).
 
     \b
@@ -127,7 +132,8 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
         if len(slots) == 1:
             env.apply(slots[0])
             sys.exit(run_agent(store, sweep_id, count=count, max_failures=max_failures, name=name,
-                               echo=click.echo, stream=not quiet_trials, stale_seconds=stale_after))
+                               echo=click.echo, stream=verbose, progress=not quiet_trials,
+                               stale_seconds=stale_after))
         commands = [local_agent_command(sweep_id, store=store, count=count,
                                         max_failures=max_failures, name=f"agent-{i}",
                                         stale_after=stale_after)
@@ -143,6 +149,73 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
                     stagger=5.0 if stagger is None else stagger, echo=click.echo))
 
 
+# sweep control, as W&B's `wandb sweep --pause|--resume|--stop|--cancel`
+_CONTROL_HELP = {
+    "pause": "Pause SWEEP_ID: agents start no new trial and wait; running trials go on.",
+    "resume": "Resume a paused SWEEP_ID: its waiting agents claim trials again.",
+    "stop": "Stop SWEEP_ID: no new trials; running trials finish, then their agents exit.",
+    "cancel": "Cancel SWEEP_ID: no new trials, and running trials are killed.",
+}
+_CONTROL_DONE = {
+    "pause": "paused: agents start no new trial and wait (running trials go on); "
+             "`cnn-tracker sweep resume {id}` continues it",
+    "resume": "resumed: waiting agents claim trials again (or start `cnn-tracker agent {id}`)",
+    "stop": "stopped: no new trials; running trials finish, then their agents exit",
+    "cancel": "canceled: running trials are killed within one heartbeat ({beat:g} s), then their "
+              "agents exit",
+}
+_CONTROL_NOTE = {"pause": "by `cnn-tracker sweep pause` (agents wait)", "resume": None,
+                 "stop": "by `cnn-tracker sweep stop` (running trials finish, no new ones)",
+                 "cancel": "by `cnn-tracker sweep cancel` (running trials killed)"}
 
 
+def wandb_sweep_command(action: str, path: str) -> list[str]:
+    """W&B's own CLI for a cloud sweep's state: ``wandb sweep --pause entity/project/id``."""
+    return [sys.executable, "-m", "wandb", "sweep", f"--{action}", path]
+
+
+def control_sweep(action: str, sweep_id: str, *, project: str | None, entity: str | None,
+                  store_dir: str | None) -> None:
+    """pause / resume / stop / cancel a local sweep (runs.lifecycle) or a W&B one (wandb CLI)."""
+    import subprocess
+
+    from cnn_tracker.runs import lifecycle
+
+    store = open_store(store_dir)
+    if store.find_sweep(sweep_id) is not None:
+        state = lifecycle.SWEEP_CONTROLS[action]
+        _, moved = lifecycle.set_sweep_control(store, sweep_id, state, _CONTROL_NOTE[action])
+        done = _CONTROL_DONE[action].format(id=sweep_id, beat=env.heartbeat_seconds())
+        click.echo(f"sweep {sweep_id} {done}" if moved else f"sweep {sweep_id} is already {state}")
+        return
+    cloud_or_fail(f"sweep '{sweep_id}'", store)
+    from cnn_tracker.results.remote import sweep_path
+
+    path = sweep_path(sweep_id, project, entity)
+    argv = wandb_sweep_command(action, path)
+    click.echo(f"W&B sweep {path}: wandb sweep --{action} {path}")
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          errors="replace", stdin=subprocess.DEVNULL)
+    if proc.stdout:
+        click.echo(proc.stdout.rstrip())
+    if proc.returncode != 0:
+        raise UserError(f"`wandb sweep --{action} {path}` failed (exit {proc.returncode}, its "
+                        "output is above): check the sweep path (entity/project/id) and your W&B "
+                        "login (`wandb login`).")
+
+
+def _control_command(action: str) -> click.Command:
+    @sweep.command(action, help=_CONTROL_HELP[action] + " A local sweep id or a W&B sweep "
+                   "(entity/project/id, run through `wandb sweep`).")
+    @click.argument("sweep_id")
+    @click.option("--project", envvar=env.WANDB_PROJECT, help="W&B project of a W&B sweep id.")
+    @click.option("--entity", envvar=env.WANDB_ENTITY, help="W&B entity of a W&B sweep id.")
+    @STORE_OPTION
+    def command(sweep_id, project, entity, store_dir) -> None:
+        control_sweep(action, sweep_id, project=project, entity=entity, store_dir=store_dir)
+
+    return command
+
+
+CONTROL_COMMANDS = {action: _control_command(action) for action in _CONTROL_HELP}
 COMMANDS = (sweep, agent)

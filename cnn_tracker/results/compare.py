@@ -20,6 +20,7 @@ from cnn_tracker.errors import UserError
 from cnn_tracker.files import atomic_write
 from cnn_tracker.results.local import DONE
 from cnn_tracker.results.source import Row, RunSource, searched_parameters
+from cnn_tracker.table import is_accuracy, percent
 from cnn_tracker.table import render as text_table
 
 # (key, column title) of the numbers each row carries, in display order.
@@ -86,7 +87,8 @@ def write_outputs(result: Comparison, out_dir: Path, by: list[str] | None, metri
     params = searched_parameters(result.sweep_config) if result.sweep_config else []
     if params:
         charts.append(chart_parameters(result.rows, params, metric, out_dir / "parameters.png",
-                                       f"sweep {result.sweep}: {metric} by parameter"))
+                                       f"sweep {result.sweep}: {metric} by parameter",
+                                       result.sweep_config.get("parameters")))
     return charts
 
 
@@ -101,23 +103,28 @@ def group_rows(rows: Iterable[Row], by: list[str]) -> list[Group]:
     return sorted(groups.values(), key=lambda g: tuple(str(k) for k in g.key))
 
 
-def _num(value: float | None, key: str) -> str:
+ACCURACIES = ("best_val_accuracy", "test_accuracy")
+
+
+def _num(value: float | None, key: str, metric: str = "") -> str:
+    """One number of the text tables; accuracies as percents with two decimals (88.85%)."""
     if value is None:
         return "-"
-    if key in ("best_val_accuracy", "test_accuracy", "metric") and value <= 1:
-        return f"{value:.2%}"
+    if key in ACCURACIES or (key == "metric" and is_accuracy(metric)):
+        return percent(value)
     if key in ("n_params", "images_per_second", "epochs"):
         return f"{value:,.0f}"
     return f"{value:.4g}" if key == "metric" else f"{value:.1f}"
 
 
-def _pm(mean: float | None, std: float | None, key: str) -> str:
+def _pm(mean: float | None, std: float | None, key: str, metric: str = "") -> str:
+    """``mean ± std``; just the mean for one run or a constant (std 0), never ``± 0``."""
     if mean is None:
         return "-"
-    if std is None:
-        return _num(mean, key)
-    if key in ("best_val_accuracy", "test_accuracy", "metric") and mean <= 1:
-        return f"{mean:.2%} ± {std:.2%}"
+    if not std:
+        return _num(mean, key, metric)
+    if key in ACCURACIES or (key == "metric" and is_accuracy(metric)):
+        return f"{percent(mean)} ± {percent(std)}"
     return f"{_num(mean, key)} ± {_num(std, key)}"
 
 
@@ -132,7 +139,7 @@ def build_table(rows: list[Row], by: list[str] | None, metric: str) -> dict[str,
         for g in group_rows(rows, by):
             stats = {k: g.stats(k) for k in [*number_keys, *(k for k, _ in extra)]}
             cells.append([*(str(v) for v in g.key), str(len(g.rows)),
-                          *(_pm(*stats[k], k) for k in [*number_keys, *(k for k, _ in extra)])])
+                          *(_pm(*stats[k], k, metric) for k in [*number_keys, *(k for k, _ in extra)])])
             records.append({**dict(zip(by, g.key)), "runs": len(g.rows), "run_ids": [r.id for r in g.rows],
                             **{k: {"mean": m, "std": s} for k, (m, s) in stats.items()}})
         return {"header": header, "cells": cells, "records": records, "by": by, "metric": metric}
@@ -143,7 +150,7 @@ def build_table(rows: list[Row], by: list[str] | None, metric: str) -> dict[str,
         cells.append([r.id, r.name, r.state, str(r.config.get("model", "-")),
                       str(r.config.get("dataset", "-")), str(r.config.get("seed", "-")),
                       *(_num(r.numbers.get(k), k) for k in number_keys),
-                      *([_num(r.metric, "metric")] if show_metric else [])])
+                      *([_num(r.metric, "metric", metric)] if show_metric else [])])
         records.append({"id": r.id, "name": r.name, "state": r.state, "sweep": r.sweep,
                         "model": r.config.get("model"), "dataset": r.config.get("dataset"),
                         "seed": r.config.get("seed"), **r.numbers, metric: r.metric,

@@ -181,6 +181,12 @@ class WandbSource(RunSource):
     def fetch_checkpoint(self, found: dict[str, Any], folder: Path) -> Path:
         return download_checkpoint(found["checkpoint"], folder)
 
+    def link_checkpoint(self, found: dict[str, Any], target: str) -> str:
+        """Link the best run's ``model-<run>:best`` into the Registry (``REGISTRY/COLLECTION``)."""
+        from cnn_tracker.tracking.wandb_api import link_artifact
+
+        return link_artifact(found["checkpoint"], target)
+
     def rows(self, *, sweep: str | None, project: str | None, run_ids: list[str] | None,
              metric: str = FALLBACK_METRIC) -> tuple[list[Row], dict[str, Any] | None]:
         return wandb_rows(sweep=sweep, project=project or (self.project if sweep else None),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnn_tracker.table import cell, render
+from cnn_tracker.table import cell, metric_cell, percent, render
 
 
 def state_text(row: dict[str, Any]) -> str:
@@ -17,8 +17,9 @@ def state_text(row: dict[str, Any]) -> str:
 def format_status(status: dict[str, Any]) -> str:
     metric = status["metric"]["name"]
     params = status["parameters"]
-    rows = [[r["id"], state_text(r), *[r["params"].get(p) for p in params], r["metric"],
-             r["epochs"], r.get("test/accuracy"), r.get("seconds")] for r in status["runs"]]
+    rows = [[r["id"], state_text(r), *[r["params"].get(p) for p in params],
+             metric_cell(metric, r["metric"]), r["epochs"], percent(r.get("test/accuracy")),
+             r.get("seconds")] for r in status["runs"]]
     head = (f"sweep {status['sweep']} ({status.get('method')}, {status.get('state')}"
             + (f": {status['message']}" if status.get("message") else "") + ")")
     if status.get("counts"):
@@ -27,7 +28,7 @@ def format_status(status: dict[str, Any]) -> str:
                           rows)]
     if status.get("best"):
         best = next(r for r in status["runs"] if r["id"] == status["best"])
-        lines.append(f"best: {best['id']}  {metric} {cell(best['metric'])}  "
+        lines.append(f"best: {best['id']}  {metric} {metric_cell(metric, best['metric'])}  "
                      + " ".join(f"{k}={cell(v)}" for k, v in best["params"].items()))
     else:
         lines.append("best: none finished yet")
@@ -36,7 +37,8 @@ def format_status(status: dict[str, Any]) -> str:
 
 def format_list(items: list[dict[str, Any]]) -> str:
     rows = [[i["sweep"], i["name"], i["method"], i["project"], i["state"], i["runs"],
-             i["metric"]["name"], i["best_value"], i["best"], i["created"]] for i in items]
+             i["metric"]["name"], metric_cell(i["metric"]["name"], i["best_value"]), i["best"],
+             i["created"]] for i in items]
     return render(["sweep", "name", "method", "project", "state", "runs", "metric", "best",
                    "best run", "created"], rows)
 
@@ -44,12 +46,12 @@ def format_list(items: list[dict[str, Any]]) -> str:
 def format_best(target: str, found: dict[str, Any]) -> str:
     """The best run, its config and checkpoint, and the command to evaluate it."""
     m = found["metric"]
-    value = f"{m['value']:.4f}" if isinstance(m["value"], float) else m["value"]
+    value = metric_cell(m["name"], m["value"]) if isinstance(m["value"], float) else m["value"]
     lines = [f"best run of {target}: {found['run_id']} ({found.get('run_name')}, {found['state']}), "
              f"{m['name']} {value} ({m['goal']})"]
     test = found["metrics"].get("test/accuracy")
     if test is not None:
-        lines.append(f"test accuracy {test:.4%}")
+        lines.append(f"test accuracy {percent(test)}")
     lines.append("config:")
     lines += [f"  {key}: {val}" for key, val in found["config"].items()]
     ckpt = found.get("downloaded") or found["checkpoint"]

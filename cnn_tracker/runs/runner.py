@@ -307,7 +307,7 @@ def _report(tracker: Tracker, plan: RunPlan, data, result, out_dir: Path, load_s
             shutil.copyfile(path, tracker.files_dir / path.name)
     if not quiet:
         echo(text_tables(report))
-        echo(f"best epoch {result.best_epoch} (val accuracy {result.best['val/accuracy']:.4%}); "
-             f"test accuracy {result.test.accuracy:.4%}; {result.train_seconds / epochs:.1f} s/epoch; "
+        echo(f"best epoch {result.best_epoch} (val accuracy {result.best['val/accuracy']:.2%}); "
+             f"test accuracy {result.test.accuracy:.2%}; {result.train_seconds / epochs:.1f} s/epoch; "
              f"best checkpoint {result.best_path}")
     return summary

@@ -10,6 +10,7 @@ kills its running trial within one heartbeat of a cancel.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -29,6 +30,7 @@ from cnn_tracker.search.engine import suggest
 from cnn_tracker.search.scheduler import claim_trial
 from cnn_tracker.store.db import STALE_SECONDS, Store
 from cnn_tracker.store.records import Run, Sweep
+from cnn_tracker.table import metric_cell
 
 PAUSE_POLL_SECONDS = 5.0  # an agent of a paused sweep looks this often whether it may go on
 STOP_GRACE_SECONDS = 30.0  # after forwarding Ctrl-C, how long a trial may take to end cleanly
@@ -73,9 +75,30 @@ def _params_text(params: dict) -> str:
     return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
 
 
+# Lines of a trial's output shown in the agent's console by default (the rest stays in its log).
+PROGRESS_LINE = re.compile(r"^(epoch \d+/\d+ |stopped (after|during) epoch |resuming )")
+
+
+def _trial_end_line(name: str, sweep: Sweep, run: Run) -> str:
+    """One line per trial end: state, the sweep's metric, epochs and time; the log on failure."""
+    metric = sweep.metric
+    value = run.best_metric(*metric) if metric else None
+    shown = f"{metric[0]} {metric_cell(metric[0], value)}, " if value is not None else ""
+    line = f"[{name}] trial {run.id} {run.state}: {shown}{run.epochs} epoch(s), {run.seconds or 0:.0f} s"
+    if run.message and run.state != "finished":
+        line += f" ({run.message})"
+    if run.state in ("crashed", "failed") and run.log_path:
+        line += f"; log: {run.log_path}"
+    return line
+
+
 def run_trial(store: Store, sweep: Sweep, run: Run, *, name: str, echo: Callable[[str], None],
-              stream: bool) -> Run:
-    """Run one claimed trial to its end and return it as recorded."""
+              stream: bool, progress: bool = True) -> Run:
+    """Run one claimed trial to its end and return it as recorded.
+
+    Its whole output goes to its log file in the store's sweep folder; the console gets every
+    line with ``stream`` (``--verbose``), else its epoch lines with ``progress``.
+    """
     param_path, json_path = _write_param_files(store, sweep, run)
     argv = expand_command(sweep.config, run.params, json_file=json_path, environ=env.current())
     log_path = store.sweep_files(sweep.id) / f"{run.id}.log"
@@ -103,7 +126,7 @@ def run_trial(store: Store, sweep: Sweep, run: Run, *, name: str, echo: Callable
                 log.write(line)
                 log.flush()
                 tail.append(line.rstrip())
-                if stream:
+                if stream or (progress and PROGRESS_LINE.match(line)):
                     echo(f"[{name} {run.id}] {line.rstrip()}")
 
         reader = threading.Thread(target=pump, daemon=True)
@@ -179,10 +202,14 @@ def run_agent(
     max_failures: int = 3,
     name: str = "agent",
     echo: Callable[[str], None] = print,
-    stream: bool = True,
+    stream: bool = False,
+    progress: bool = True,
     stale_seconds: float = STALE_SECONDS,
 ) -> int:
     """Run trials of a local sweep until it is done, ``count`` trials ran, or too many failed.
+
+    The console gets one line per trial start and end and, with ``progress``, its epoch lines;
+    ``stream`` shows everything a trial prints (it always goes to the trial's log file).
 
     Returns the exit code: 0, 1 after ``max_failures`` consecutive failed trials, 128 + the
     signal number when interrupted (130 Ctrl-C, 143 SIGTERM).
@@ -212,12 +239,9 @@ def run_agent(
             total = f"/{count}" if count else ""
             verb = "resuming preempted trial" if is_requeued(run) else "trial"
             echo(f"[{name}] {verb} {run.id} ({done}{total}): {_params_text(run.params)}")
-            run = run_trial(store, sweep, run, name=name, echo=echo, stream=stream)
-            metric = sweep.metric
-            value = run.best_metric(*metric) if metric else None
-            shown = f"{metric[0]} {value:.4f}, " if value is not None else ""
-            echo(f"[{name}] trial {run.id} {run.state}: {shown}{run.epochs} epoch(s), "
-                 f"{run.seconds or 0:.0f} s" + (f" ({run.message})" if run.message and run.state != "finished" else ""))
+            run = run_trial(store, sweep, run, name=name, echo=echo, stream=stream,
+                            progress=progress)
+            echo(_trial_end_line(name, sweep, run))
             if run.state == "preempted":  # stopped from outside (the agent carries on)
                 continue
             if run.state in ("crashed", "failed"):

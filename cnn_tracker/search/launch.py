@@ -70,7 +70,7 @@ def launch(
 def local_agent_command(sweep_id: str, *, store: Store, count: int | None, max_failures: int,
                         name: str, stale_after: float = STALE_SECONDS) -> list[str]:
     argv = [sys.executable, "-m", "cnn_tracker", "agent", sweep_id, "--store", str(store.root),
-            "--max-failures", str(max_failures), "--name", name, "--quiet-trials",
+            "--max-failures", str(max_failures), "--name", name,
             "--stale-after", f"{stale_after:g}"]
     if count:
         argv += ["--count", str(count)]

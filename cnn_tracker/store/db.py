@@ -1,14 +1,10 @@
 """The local run store: one SQLite database of sweeps, runs and per-epoch metrics.
 
-Every ``train`` run is recorded here (so offline runs can be listed and compared later), and the
-offline sweep engine keeps its whole state here. Several processes share one store: agents claim
-trials, trials report epochs, ``sweep status`` reads. SQLite in WAL mode with short write
-transactions (``BEGIN IMMEDIATE``) serialises them.
-
-This module is the connection, the transactions and plain reads and writes. It never decides a
-run's state: the few methods that write ``state`` (``insert_run``, ``insert_trial``,
-``transition``, ``set_sweep_state``) are called by :mod:`cnn_tracker.runs.lifecycle` alone, which
-owns the legal transitions. Nothing here imports wandb or torch.
+Every ``train`` run is recorded here, and the offline sweep engine keeps all its state here;
+agents, trials and ``sweep status`` share a store, serialised by WAL and short ``BEGIN IMMEDIATE``
+writes. This is the connection, the transactions and plain reads and writes; it never decides a
+state: its writers of one (``insert_run``, ``insert_trial``, ``transition``, ``set_sweep_state``,
+``move_sweep``) are called by :mod:`cnn_tracker.runs.lifecycle` alone. No wandb or torch here.
 """
 
 from __future__ import annotations
@@ -222,6 +218,12 @@ class Store:
         with self._tx() as c:
             c.execute("UPDATE sweeps SET state = ?, message = ? WHERE id = ? AND state = 'running'",
                       (state, message, sweep_id))
+
+    def move_sweep(self, sweep_id: str, state: str, from_state: str, message: str | None) -> bool:
+        """set_sweep_state from ``from_state`` (False: it was not in it). runs.lifecycle only."""
+        with self._tx() as c:
+            return bool(c.execute("UPDATE sweeps SET state = ?, message = ? WHERE id = ? AND state = ?",
+                                  (state, message, sweep_id, from_state)).rowcount)
 
     def sweep_files(self, sweep_id: str) -> Path:
         folder = self.root / "sweeps" / sweep_id

@@ -2,7 +2,7 @@
 
 A benchmark harness, not a test. For one dataset it measures:
 
-1. **throughput**: train images/s of our trainer vs a *seed-style reference loop* written here
+1. **throughput**: train images/s of our trainer vs a *reference loop* (how the reference projects train) written here
    (torchvision dataset + DataLoader + per-sample ToTensor/Normalize, batch 32, Adam, a
    ``loss.item()`` per batch), on the same model, alternating, median of the repeats;
 2. **time to a target test accuracy**: the ``fast`` preset vs the reference loop. Test accuracy is
@@ -53,7 +53,7 @@ from cnn_tracker.training.engine import TrainHooks, TrainResult, train
 from cnn_tracker.training.runtime import resolve_device, resolve_precision
 from cnn_tracker.training.state import CheckpointFiles
 
-TARGETS = {"mnist": 0.99, "fashion-mnist": 0.9264}  # 0.9264 = seed 000's Fashion-MNIST result
+TARGETS = {"mnist": 0.99, "fashion-mnist": 0.9264}  # 0.9264 = the TinyVGG reference's Fashion-MNIST result
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def _train(cfg: TrainConfig, data: Data, folder: Path, hooks: TrainHooks | None 
     return train(cfg, data, hooks or TrainHooks(), files=CheckpointFiles(folder), amp_dtype=amp_dtype)
 
 
-# --- the seed-style reference loop ------------------------------------------------------------
+# --- the reference loop ------------------------------------------------------------------
 
 
 # --- measurements -----------------------------------------------------------------------------

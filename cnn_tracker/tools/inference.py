@@ -55,9 +55,8 @@ def evaluate_checkpoint(
 def load_image(path: Path, spec) -> torch.Tensor:
     """An image file as the dataset shows images: uint8 [1, 28, 28], light object on black.
 
-    Any size or mode: transparency goes onto white, a light background is inverted, the object is
-    cropped to its bounding box, scaled to fit (20 px box for digits like MNIST, 28 px for
-    clothes) and centred. A 28x28 image with a dark background is used as it is.
+    Any size or mode, prepared as the dataset itself was made (see :func:`dataset_image`).
+    A 28x28 image is used as it is (inverted if its background is light).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -80,39 +79,124 @@ def load_image(path: Path, spec) -> torch.Tensor:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     gray = np.asarray(img.convert("L"), dtype=np.float32)
+    return torch.from_numpy(dataset_image(gray, digits=spec.name == "mnist"))[None]
+
+
+# Preprocessing at a working size: photos are shrunk to this longer side (px) first.
+_WORK_SIDE = 160
+_INK = 0.35  # a pixel is ink above this fraction of the brightest (blurred) ink
+
+
+def dataset_image(gray: np.ndarray, digits: bool) -> np.ndarray:
+    """A grayscale picture (0-255, any size) as a uint8 28x28 dataset image.
+
+    MNIST (``digits``): light background inverted (decided by the border's median), background
+    subtracted (a grey opening wider than any pen stroke, so shadows and gradients are not ink),
+    cropped to the ink's bounding box, longer side scaled to 20 px, centred by centre of mass.
+    Fashion-MNIST: the same, but the background is the plane through the border, and the object
+    is fitted to 28 px and centred by its box (its objects fill the frame).
+    """
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     if np.median(border) > 127:
         gray = 255.0 - gray
     h, w = IMAGE_SHAPE[1:]
     if gray.shape == (h, w):
-        out = gray
+        return gray.clip(0, 255).round().astype(np.uint8)
+    ink = _foreground(_shrink(gray, _WORK_SIDE), digits)
+    if ink is None:  # nothing stands out from the background
+        return np.zeros((h, w), np.uint8)
+    small = _fit(ink, 20 if digits else 28)
+    return _place(small, (h, w), by_mass=digits).clip(0, 255).round().astype(np.uint8)
+
+
+def _shrink(gray: np.ndarray, side: int) -> np.ndarray:
+    from PIL import Image
+
+    scale = side / max(gray.shape)
+    if scale >= 1:
+        return gray
+    size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
+    return np.asarray(Image.fromarray(gray.astype(np.float32), "F").resize(size, Image.BOX))
+
+
+def _foreground(work: np.ndarray, digits: bool) -> np.ndarray | None:
+    """The object cropped to its box, background 0 and ink stretched to 255; None if blank."""
+    from scipy import ndimage  # scipy comes with scikit-learn
+
+    side = max(work.shape)
+    smooth = ndimage.gaussian_filter(work, sigma=max(0.6, side / 160))
+    if digits:  # strokes are < 1/4 of the digit: an opening that wide leaves the background
+        size = max(3, side // 4)
+        background = ndimage.grey_opening(smooth, size=(size, size))
     else:
-        mask = gray > 0.25 * gray.max() if gray.max() > 0 else np.zeros_like(gray, bool)
-        if mask.any():
-            rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-            gray = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-        box = 20 if spec.name == "mnist" else 28
-        scale = box / max(gray.shape)
-        size = (max(1, round(gray.shape[1] * scale)), max(1, round(gray.shape[0] * scale)))
-        small = np.asarray(
-            Image.fromarray(gray.clip(0, 255).astype(np.uint8)).resize(size, Image.LANCZOS),
-            dtype=np.float32,
-        )
-        out = np.zeros((h, w), np.float32)
-        top, left = (h - small.shape[0]) // 2, (w - small.shape[1]) // 2
-        out[top : top + small.shape[0], left : left + small.shape[1]] = small
-    return torch.from_numpy(out.clip(0, 255).round().astype(np.uint8))[None]
+        background = _border_plane(smooth)
+    fg = (smooth - background).clip(0, None)
+    peak = float(fg.max())
+    if peak < 12:  # under ~5% contrast: noise, not an object
+        return None
+    mask = fg > _INK * peak
+    labels, n = ndimage.label(mask)
+    sizes = ndimage.sum(mask, labels, range(1, n + 1))
+    keep = np.isin(labels, 1 + np.flatnonzero(sizes >= 0.05 * sizes.max()))  # drop specks
+    rows, cols = np.flatnonzero(keep.any(1)), np.flatnonzero(keep.any(0))
+    near = ndimage.binary_dilation(keep, iterations=max(1, side // 60))
+    source = np.where(near, fg, 0.0) if digits else fg  # clothes: keep their faint parts
+    ink = source[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    if digits:  # MNIST strokes are saturated: stretch the stroke core to 255
+        return (ink / (0.8 * peak) * 255).clip(0, 255)
+    return (ink / peak * 255).clip(0, 255)
+
+
+def _border_plane(img: np.ndarray) -> np.ndarray:
+    """The least-squares plane a + b*y + c*x through the border pixels (an uneven background)."""
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    edge = np.zeros((h, w), bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    design = np.stack([np.ones(edge.sum()), yy[edge], xx[edge]], 1)
+    coef, *_ = np.linalg.lstsq(design, img[edge], rcond=None)
+    return coef[0] + coef[1] * yy + coef[2] * xx
+
+
+def _fit(ink: np.ndarray, box: int) -> np.ndarray:
+    """``ink`` resized (antialiased) so its longer side is ``box`` px, keeping the aspect ratio."""
+    from PIL import Image
+
+    scale = box / max(ink.shape)
+    size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+    return np.asarray(Image.fromarray(ink.astype(np.float32), "F").resize(size, Image.LANCZOS))
+
+
+def _place(small: np.ndarray, shape: tuple[int, int], by_mass: bool) -> np.ndarray:
+    """``small`` in a black frame of ``shape``: its centre of mass (or box) at the centre."""
+    h, w = shape
+    sh, sw = small.shape
+    if by_mass and small.sum() > 0:
+        yy, xx = np.mgrid[0:sh, 0:sw]
+        cy, cx = (yy * small).sum() / small.sum(), (xx * small).sum() / small.sum()
+        top, left = round((h - 1) / 2 - cy), round((w - 1) / 2 - cx)
+    else:
+        top, left = (h - sh) // 2, (w - sw) // 2
+    top, left = min(max(top, 0), h - sh), min(max(left, 0), w - sw)  # never cut the object
+    out = np.zeros(shape, np.float32)
+    out[top : top + sh, left : left + sw] = small.clip(0, None)
+    return out
 
 
 @torch.inference_mode()
-def predict_files(path: Path, images: list[Path], top_k: int, device: str = "auto") -> list[dict]:
+def predict_files(path: Path, images: list[Path], top_k: int, device: str = "auto",
+                  show_dir: Path | None = None) -> list[dict]:
+    """Top-k classes of each image; with ``show_dir``, a PNG per image of the 28x28 input the
+    model saw next to its prediction (its path under ``"shown"``)."""
+    from cnn_tracker.training.reports import plot_input
+
     ckpt, model, spec = load_for_inference(path, device)
     k = min(top_k, len(spec.class_names))
     dev = next(model.parameters()).device
-    batch = torch.stack([load_image(Path(p), spec) for p in images]).to(dev)
-    probs = torch.softmax(model(normalize(batch, spec)).float(), 1).cpu()
+    inputs = torch.stack([load_image(Path(p), spec) for p in images])
+    probs = torch.softmax(model(normalize(inputs.to(dev), spec)).float(), 1).cpu()
     out = []
-    for p, row in zip(images, probs):
+    for n, (p, row) in enumerate(zip(images, probs)):
         top = torch.topk(row, k)
         out.append({
             "image": str(p),
@@ -120,4 +204,7 @@ def predict_files(path: Path, images: list[Path], top_k: int, device: str = "aut
             "top": [{"class": spec.class_names[int(i)], "probability": float(v)}
                     for v, i in zip(top.values, top.indices)],
         })
+        if show_dir is not None:
+            shown = Path(show_dir) / f"{n:03d}-{Path(p).stem}.png"
+            out[-1]["shown"] = str(plot_input(inputs[n, 0].numpy(), out[-1], shown))
     return out

@@ -1,7 +1,7 @@
-"""The seed-style reference loop the bench compares against: torchvision dataset + DataLoader +
-per-sample ToTensor/Normalize, batch 32, Adam, a ``loss.item()`` per batch, on the seeds' model.
+"""The reference loop the bench compares against: torchvision dataset + DataLoader +
+per-sample ToTensor/Normalize, batch 32, Adam, a ``loss.item()`` per batch, on the reference projects' model.
 
-Written here (not copied from the seeds) so both sides run in one process on the same machine.
+Written here (not copied from the reference projects) so both sides run in one process on the same machine.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from cnn_tracker.training.models import build_model, model_args
 
 @dataclass(frozen=True)
 class Reference:
-    """The seed-style loop's setup: the seeds' model, batch size and optimizer."""
+    """The reference loop's setup: the reference projects' model, batch size and optimizer."""
 
     model: str = "tinyvgg"
-    hidden_units: int = 10  # TinyVGG as the seeds' tutorial trains it
+    hidden_units: int = 10  # TinyVGG as the reference projects' tutorial trains it
     batch_size: int = 32
     lr: float = 1e-3  # Adam
 
@@ -48,7 +48,7 @@ def _reference_model(ref: Reference, device: torch.device, seed: int) -> nn.Modu
 
 
 def _reference_epoch(model, loader, opt, device, max_images: int | None = None) -> tuple[float, int]:
-    """One seed-style pass (or its first ``max_images``): (seconds, images)."""
+    """One reference pass (or its first ``max_images``): (seconds, images)."""
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     seen, train_loss, train_correct = 0, 0.0, 0
@@ -57,7 +57,7 @@ def _reference_epoch(model, loader, opt, device, max_images: int | None = None) 
         x, y = x.to(device), y.to(device)
         logits = model(x)
         loss = loss_fn(logits, y)
-        train_loss += loss.item()  # the seeds' per-batch bookkeeping (a host sync per batch)
+        train_loss += loss.item()  # the reference projects' per-batch bookkeeping (a host sync per batch)
         train_correct += (logits.argmax(1) == y).sum().item()
         opt.zero_grad()
         loss.backward()

@@ -253,8 +253,8 @@ def _end_epoch(loop: _Loop, hooks: TrainHooks, epoch: int, train_loss: float,
         hooks.log_checkpoint(loop.files.best, {**metrics, "model": cfg.model, "dataset": cfg.dataset,
                                                "n_params": loop.n_params})
     hooks.log(
-        f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f} acc {metrics['train/accuracy']:.4f}"
-        f"  val loss {val.loss:.4f} acc {val.accuracy:.4f}  {epoch_time:.1f}s"
+        f"epoch {epoch}/{cfg.epochs}  train loss {train_loss:.4f} acc {metrics['train/accuracy']:.2%}"
+        f"  val loss {val.loss:.4f} acc {val.accuracy:.2%}  {epoch_time:.1f}s"
         f"  {metrics['perf/images_per_second']:.0f} img/s{'  *best' if improved else ''}"
     )
     return metrics

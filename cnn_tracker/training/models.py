@@ -2,7 +2,7 @@
 
 Constructors take explicit arguments and never read global config. Every flattened size is
 derived from ``in_shape`` by a dummy forward pass, so sweeps can change widths freely.
-``batch_norm=True`` puts BatchNorm after every conv (not part of the seed layouts, which stay the
+``batch_norm=True`` puts BatchNorm after every conv (not part of the reference layouts, which stay the
 default).
 """
 
@@ -45,7 +45,7 @@ class Classifier(nn.Module):
 
 
 class MLP(Classifier):
-    """Seed 001 model 1: Flatten -> Linear(784 -> hidden) -> ReLU -> Linear(hidden -> 10)."""
+    """The MLP-vs-TinyVGG reference's MLP: Flatten -> Linear(784 -> hidden) -> ReLU -> Linear(hidden -> 10)."""
 
     def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
                  batch_norm: bool = False):
@@ -59,7 +59,7 @@ class MLP(Classifier):
 
 
 class TinyVGG(Classifier):
-    """Seeds 000/001 (CNN Explainer): 2 x [Conv3x3 -> ReLU -> Conv3x3 -> ReLU -> MaxPool2]."""
+    """The TinyVGG references (CNN Explainer's layout): 2 x [Conv3x3 -> ReLU -> Conv3x3 -> ReLU -> MaxPool2]."""
 
     def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
                  batch_norm: bool = False):
@@ -75,7 +75,7 @@ class TinyVGG(Classifier):
 
 
 class FashionCNN(Classifier):
-    """Seed 002: Conv(1->32) -> Pool -> Conv(32->64) -> Pool -> Linear(->hidden) -> Dropout -> 10."""
+    """The 92.69% Fashion-MNIST reference: Conv(1->32) -> Pool -> Conv(32->64) -> Pool -> Linear(->hidden) -> Dropout -> 10."""
 
     def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
                  batch_norm: bool = False):
@@ -91,7 +91,7 @@ class FashionCNN(Classifier):
 
 
 class DeepCNN(Classifier):
-    """Seed 003: 3 x [Conv -> ReLU -> MaxPool] (32, 64, 128 channels), then 3 dense layers."""
+    """The Typer-CLI MNIST reference: 3 x [Conv -> ReLU -> MaxPool] (32, 64, 128 channels), then 3 dense layers."""
 
     def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
                  batch_norm: bool = False):
@@ -110,7 +110,7 @@ class DeepCNN(Classifier):
 
 
 class LeNet(Classifier):
-    """Seed 004: Conv(1->6, 3x3) -> Pool -> Conv(6->36, 3x3) -> Pool -> dense(hidden, 84) -> 10."""
+    """The LeNet-style MNIST reference: Conv(1->6, 3x3) -> Pool -> Conv(6->36, 3x3) -> Pool -> dense(hidden, 84) -> 10."""
 
     def __init__(self, in_shape: InShape, num_classes: int, hidden_units: int, dropout: float,
                  batch_norm: bool = False):
@@ -135,11 +135,11 @@ class ModelInfo:
 
 
 REGISTRY: dict[str, ModelInfo] = {
-    "mlp": ModelInfo(MLP, 10, 0.0, "seed 001 MLP: 784 -> hidden -> 10"),
-    "tinyvgg": ModelInfo(TinyVGG, 32, 0.0, "seeds 000/001 TinyVGG: 2 double-conv blocks, hidden channels"),
-    "fashioncnn": ModelInfo(FashionCNN, 128, 0.5, "seed 002 FashionCNN: conv 32-64, dense hidden, dropout"),
-    "deepcnn": ModelInfo(DeepCNN, 128, 0.0, "seed 003: 3 conv stages (32-64-128), 3 dense layers"),
-    "lenet": ModelInfo(LeNet, 120, 0.0, "seed 004: conv 6-36 (3x3, no padding), dense hidden-84-10"),
+    "mlp": ModelInfo(MLP, 10, 0.0, "MLP (as in the MLP-vs-TinyVGG reference): 784 -> hidden -> 10"),
+    "tinyvgg": ModelInfo(TinyVGG, 32, 0.0, "TinyVGG (the 99.42% MNIST / 92.64% Fashion-MNIST reference): 2 double-conv blocks"),
+    "fashioncnn": ModelInfo(FashionCNN, 128, 0.5, "FashionCNN (the 92.69% Fashion-MNIST reference): conv 32-64, dense hidden, dropout"),
+    "deepcnn": ModelInfo(DeepCNN, 128, 0.0, "DeepCNN (a Typer-CLI MNIST reference): 3 conv stages (32-64-128), 3 dense layers"),
+    "lenet": ModelInfo(LeNet, 120, 0.0, "LeNet-style (an MNIST reference): conv 6-36 (3x3, no padding), dense hidden-84-10"),
 }
 
 

@@ -101,7 +101,7 @@ def text_tables(report: TestReport) -> str:
 
     per_class = [[r["class_id"], r["class"], f"{r['accuracy']:.2%}", r["errors"], r["support"]]
                  for r in report.per_class()]
-    lines = [f"test loss {report.loss:.4f}  test accuracy {report.accuracy:.4%}", "",
+    lines = [f"test loss {report.loss:.4f}  test accuracy {report.accuracy:.2%}", "",
              render(["id", "class", "accuracy", "errors", "support"], per_class, align="><>>>"),
              "", "most confused (true -> predicted):"]
     for row in report.confused_pairs():
@@ -133,6 +133,8 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -144,8 +146,14 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
+        if len(epochs) <= 20:  # whole epochs, each one a tick (even a single one)
+            ax.set_xticks(epochs)
+            ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
@@ -206,14 +214,51 @@ def plot_predictions(report: TestReport, path: Path, n: int = 16, seed: int = 0)
     )
 
 
+def plot_input(image: np.ndarray, result: dict[str, Any], path: Path) -> Path:
+    """``predict --show``: the 28x28 input the model saw, next to its top-k probabilities."""
+    plt = pyplot()
+    top = result["top"]
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(6.4, 2.8),
+                                         gridspec_kw={"width_ratios": [1, 1.4]})
+    ax_img.imshow(image, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax_img.set_title("model input (28x28)", fontsize=9)
+    ax_img.set_xticks([])
+    ax_img.set_yticks([])
+    names = [str(t["class"]) for t in top][::-1]
+    probs = [t["probability"] for t in top][::-1]
+    bars = ax_bar.barh(range(len(names)), probs, color=["tab:blue"] * (len(names) - 1) + ["tab:green"])
+    ax_bar.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
+    ax_bar.set_yticks(range(len(names)), names, fontsize=9)
+    ax_bar.set_xlim(0, 1.15)
+    ax_bar.set_xlabel("probability")
+    ax_bar.set_title(f"predicted: {result['predicted']}", fontsize=10)
+    fig.suptitle(Path(result["image"]).name, fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 def plot_errors_per_batch(report: TestReport, batch_size: int, path: Path) -> Path:
+    """Misclassified images per evaluation batch (``batch_size``: the eval batch size used)."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     counts = report.errors_per_batch(batch_size)
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.bar(range(1, len(counts) + 1), counts, color="tab:red")
-    ax.set(xlabel=f"test batch (size {batch_size})", ylabel="misclassified",
-           title=f"misclassifications per test batch (total {sum(counts)})")
+    n = len(counts)
+    fig, ax = plt.subplots(figsize=(max(8, min(16, 0.3 * n)), 3.2))
+    bars = ax.bar(range(1, n + 1), counts, color="tab:red")
+    if n <= 60:  # every batch readable: its number under it, its count on it
+        ax.set_xticks(range(1, n + 1), [str(i) for i in range(1, n + 1)],
+                      fontsize=8 if n <= 30 else 6)
+        ax.bar_label(bars, fontsize=8 if n <= 30 else 6, padding=1)
+    ax.set_xlim(0.4, n + 0.6)
+    ax.set_ylim(0, max(counts, default=0) * 1.15 + 1)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    last = len(report.labels) - (n - 1) * batch_size
+    size = f"{batch_size} images" + (f", the last {last}" if n and last != batch_size else "")
+    ax.set(xlabel=f"test batch ({size})", ylabel="misclassified",
+           title=f"misclassifications per test batch (total {sum(counts)} of {len(report.labels)})")
     ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
     return save_figure(fig, path)
 
 
