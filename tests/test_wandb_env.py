@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # five real offline W&B runs in fresh processes
+
 from .conftest import TINY_ARGS
 from .test_e2e import leet_records, run_cli_subprocess
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from cnn_tracker.results.compare import group_rows
 from cnn_tracker.results.source import Row, number
+from cnn_tracker.table import is_accuracy
 from cnn_tracker.training.reports import pyplot, save_figure
 
 
@@ -165,6 +166,10 @@ def chart_parameters(rows: list[Row], params: list[str], metric: str, path: Path
         ax.scatter(xs, [r.metric for r in rows], s=18, alpha=0.8)
         ax.set_xlabel(name)
         ax.set_ylabel(metric)
+        if is_accuracy(metric):  # accuracies read as percents, as in every text output
+            from matplotlib.ticker import PercentFormatter
+
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(params):]:
         ax.axis("off")

@@ -133,7 +133,7 @@ def save_figure(fig, path: Path) -> Path:
 
 
 def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") -> Path:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
@@ -143,6 +143,7 @@ def plot_curves(history: list[dict[str, float]], path: Path, title: str = "") ->
         ax_acc.plot(epochs, [h[f"{split}/accuracy"] for h in history], style, label=split, ms=3)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(xmax=1))  # accuracies read as percents
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend()
