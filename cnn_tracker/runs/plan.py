@@ -25,7 +25,13 @@ from cnn_tracker.store.db import Store
 from cnn_tracker.training.data import check_val_size, get_spec, prepare, train_size
 from cnn_tracker.training.models import with_model_defaults
 from cnn_tracker.training.runtime import resolve_device, resolve_precision
-from cnn_tracker.training.state import LAST, RESUME, CheckpointFiles, load_resume
+from cnn_tracker.training.state import (
+    LAST,
+    RESUME,
+    CheckpointFiles,
+    TrainState,
+    load_resume,
+)
 
 # Keys a resumed run may change: they do not affect what is trained.
 RESUME_MAY_CHANGE = ("device", "log_every", "log_misclassified", "eval_batch_size")
@@ -33,15 +39,16 @@ RESUME_MAY_CHANGE = ("device", "log_every", "log_misclassified", "eval_batch_siz
 
 @dataclass(frozen=True)
 class Resume:
-    """The checkpoint a resumed run continues from."""
+    """The checkpoint a resumed run continues from, loaded and read once."""
 
     path: Path
     ckpt: dict[str, Any]
+    state: TrainState  # its resume section, with the weights
 
     @property
     def info(self) -> dict[str, Any]:
         """The run's identity saved in the checkpoint (run id, name, W&B step, sweep, folder)."""
-        return self.ckpt["resume"]["run"]
+        return self.state.run
 
 
 @dataclass(frozen=True)
@@ -75,13 +82,13 @@ def _check_writable(folder: Path, what: str) -> None:
                         "choose another folder.")
 
 
-def find_resume_checkpoint(ref: str, store: Store) -> tuple[Path, dict[str, Any]]:
-    """The resumable checkpoint for ``ref`` (path, loaded): a ``.pt`` file, a run's output folder
+def find_resume_checkpoint(ref: str, store: Store) -> Resume:
+    """The resumable checkpoint for ``ref``: a ``.pt`` file, a run's output folder
     (or its ``checkpoints/``), or a run id of the run store. Of ``resume.pt`` (written on a
     signal) and ``last.pt`` (every epoch end), the one further along."""
     path = Path(ref).expanduser()
     if path.is_file():
-        return path, load_resume(path)[0]
+        return Resume(path, *load_resume(path))
     if path.is_dir():
         folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     else:
@@ -103,7 +110,7 @@ def find_resume_checkpoint(ref: str, store: Store) -> tuple[Path, dict[str, Any]
         )
     loaded = {p: load_resume(p) for p in found}
     chosen = max(found, key=lambda p: loaded[p][1].position)
-    return chosen, loaded[chosen][0]
+    return Resume(chosen, *loaded[chosen])
 
 
 def resume_config(ckpt: dict[str, Any], path: Path, requested: TrainConfig | None) -> TrainConfig:
@@ -165,13 +172,12 @@ def plan_run(cfg: TrainConfig, settings: RunSettings, *, data_dir: Path, output_
     found = None
     resume = resume or env.resume_request() or _requeued_run(store)
     if resume:
-        path, ckpt = find_resume_checkpoint(resume, store)
-        found = Resume(path, ckpt)
-        cfg = resume_config(ckpt, path, cfg if options_given else None)
+        found = find_resume_checkpoint(resume, store)
+        cfg = resume_config(found.ckpt, found.path, cfg if options_given else None)
         info = found.info
-        if int(ckpt["resume"]["epoch"]) > cfg.epochs:
+        if found.state.epoch > cfg.epochs:
             raise UserError(f"run {info.get('run_id', '?')} already trained all its {cfg.epochs} "
-                            f"epochs ('{path}'): there is nothing to resume.")
+                            f"epochs ('{found.path}'): there is nothing to resume.")
         settings = dataclasses.replace(
             settings, **{k: info[k] for k in ("project", "entity", "group", "name", "notes")
                          if info.get(k) is not None},

@@ -43,7 +43,6 @@ from cnn_tracker.training.engine import (
 from cnn_tracker.training.reports import TestReport, text_tables, write_plots
 from cnn_tracker.training.state import (
     CheckpointFiles,
-    TrainState,
 )
 
 
@@ -145,14 +144,14 @@ def _start_tracker(plan: RunPlan, quiet: bool, echo: Callable[[str], None],
     if plan.resume is None:
         return make_tracker(plan.requested, plan.settings, plan.mode, on_stop=stop.request_stop,
                             quiet=quiet)
-    info, state = plan.resume.info, plan.resume.ckpt["resume"]
+    info, state = plan.resume.info, plan.resume.state
     tracker = make_tracker(plan.requested, plan.settings, plan.mode, resume_id=info.get("run_id"),
                            resume_step=int(info.get("wandb_step", 0)), on_stop=stop.request_stop,
                            quiet=quiet)
-    tracker.seed_best(state.get("history") or [])
+    tracker.seed_best(state.history)
     if not quiet:
-        echo(f"resuming run {tracker.run_id} at epoch {state['epoch']}, batch "
-             f"{state['batch']}/{state.get('steps_per_epoch', '?')} from {plan.resume.path}")
+        echo(f"resuming run {tracker.run_id} at epoch {state.epoch}, batch "
+             f"{state.batch}/{state.steps_per_epoch or '?'} from {plan.resume.path}")
     return tracker
 
 
@@ -217,7 +216,6 @@ def _train_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[
     if shown:  # show the model's real width/dropout on the dashboard
         tracker.update_config(shown)
     cfg, store, settings, sweep_id = plan.cfg, plan.store, plan.settings, plan.sweep_id
-    ckpt = plan.resume.ckpt if plan.resume is not None else None
     device, amp_dtype = plan.device, plan.amp_dtype
     load_start = time.perf_counter()
     data = load_data(cfg.dataset, plan.data_dir, val_size=cfg.val_size, seed=cfg.seed,
@@ -241,12 +239,12 @@ def _train_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[
     # (kept in resume checkpoints for --resume)
     recorder = Recorder(tracker, store, tracker.run_id, sweep_id, stop=stop, info=info,
                         echo=None if quiet else echo)
-    resume = TrainState.from_checkpoint(ckpt) if ckpt is not None else None
+    files = CheckpointFiles(out_dir / "checkpoints")
     with Heartbeat(store, tracker.run_id):
-        result = train(cfg, data, recorder, files=CheckpointFiles(out_dir / "checkpoints"),
-                       amp_dtype=amp_dtype, progress=not quiet and sys.stderr.isatty(),
-                       resume=resume)
-    (out_dir / "checkpoints" / "resume.pt").unlink(missing_ok=True)  # used up: last.pt is newer
+        result = train(cfg, data, recorder, files=files, amp_dtype=amp_dtype,
+                       progress=not quiet and sys.stderr.isatty(),
+                       resume=plan.resume.state if plan.resume is not None else None)
+    files.resume.unlink(missing_ok=True)  # used up: last.pt is newer
     return _report(tracker, plan, data, result, out_dir, load_seconds, quiet, echo)
 
 
