@@ -94,6 +94,11 @@ def has_api_key() -> bool:
         return False
 
 
+def wandb_online() -> bool:
+    """True when W&B would run online now: a key configured and WANDB_MODE unset or online."""
+    return has_api_key() and resolve_mode(None)[0] == "online"
+
+
 def resolve_mode(cli_mode: str | None) -> tuple[str, str | None]:
     """The W&B mode to use and, when we chose offline for lack of a key, a one-line notice.
 

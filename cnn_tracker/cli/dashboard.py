@@ -60,7 +60,7 @@ def dashboard(target, sweep, name, dry_run, store_dir) -> None:
         raise click.BadParameter(f"'{target}' is not ENTITY/PROJECT (e.g. me/cnn-tracker).",
                                  param_hint="ENTITY/PROJECT")
     entity, project = parts
-    if not dry_run and (not env.has_api_key() or env.resolve_mode(None)[0] != "online"):
+    if not dry_run and not env.wandb_online():
         raise UserError("the dashboard is saved to W&B and needs it online: set WANDB_API_KEY (or "
                         "run `wandb login`) and leave WANDB_MODE unset, or use --dry-run.")
     view = sweep_view(sweep, entity, project, store_dir) if sweep else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
 from cnn_tracker import env
+from cnn_tracker.cli.common import echo_json
 
 
 def checkpoint_path(ref: str) -> Path:
@@ -35,7 +35,7 @@ def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plot
     """
     import hashlib
 
-    from cnn_tracker.tools.inference import evaluate_checkpoint
+    from cnn_tracker.tools.inference import eval_batch_size, evaluate_checkpoint
     from cnn_tracker.training.reports import text_tables, write_plots
 
     path = checkpoint_path(checkpoint)
@@ -46,14 +46,13 @@ def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plot
             digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
             output_dir = env.output_root() / "eval" / f"{path.stem}-{digest}"
         written = {k: str(v) for k, v in write_plots(
-            report, None, output_dir,
-            batch_size or int(ckpt["config"].get("eval_batch_size", 1000))).items()}
+            report, None, output_dir, eval_batch_size(ckpt, batch_size)).items()}
     if as_json:
-        click.echo(json.dumps({
+        echo_json({
             "checkpoint": str(path), "model": ckpt["model"], "dataset": dataset or ckpt["dataset"],
             "epoch": ckpt.get("epoch"), "training_metrics": ckpt.get("metrics", {}),
             **report.summary(), "plots": written,
-        }, indent=2))
+        })
         return
     click.echo(f"{path}: {ckpt['model']} trained on {ckpt['dataset']} (epoch {ckpt.get('epoch')})")
     click.echo(text_tables(report))
@@ -81,7 +80,7 @@ def predict(checkpoint, images, top_k, device, show_dir, as_json) -> None:
 
     results = predict_files(checkpoint_path(checkpoint), list(images), top_k, device, show_dir)
     if as_json:
-        click.echo(json.dumps(results, indent=2))
+        echo_json(results)
         return
     for r in results:
         top = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])

@@ -76,7 +76,7 @@ def best(target, metric, goal, download, link_to, entity, store_dir, as_json) ->
     from cnn_tracker.results.source import open_source
     from cnn_tracker.results.text import format_best
 
-    if link_to and (not env.has_api_key() or env.resolve_mode(None)[0] != "online"):
+    if link_to and not env.wandb_online():
         raise UserError(f"--link {link_to} needs W&B online: set WANDB_API_KEY (or run `wandb "
                         "login`) and leave WANDB_MODE unset or online; offline runs are linked "
                         "after `wandb sync`.")
@@ -86,13 +86,13 @@ def best(target, metric, goal, download, link_to, entity, store_dir, as_json) ->
         registry_path(link_to)  # a malformed REGISTRY/COLLECTION fails before any query
     source = open_source(target, open_store(store_dir), entity=entity,
                          what=f"'{target}' (neither a sweep nor a project with runs)")
+    if link_to and source.kind != "wandb":  # before anything is looked up or downloaded
+        raise UserError(f"--link needs a W&B sweep or project; '{target}' is in the local "
+                        "store: `wandb sync` its runs, then link the W&B target.")
     found = source.best(target, metric, goal)
     if download:
         found["downloaded"] = str(source.fetch_checkpoint(found, download))
     if link_to:
-        if source.kind != "wandb":
-            raise UserError(f"--link needs a W&B sweep or project; '{target}' is in the local "
-                            "store: `wandb sync` its runs, then link the W&B target.")
         found["linked"] = source.link_checkpoint(found, link_to)
     if as_json:
         echo_json(found)

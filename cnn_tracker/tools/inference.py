@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnn_tracker.config import TrainConfig
 from cnn_tracker.errors import UserError
 from cnn_tracker.training.batches import normalize
 from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -44,12 +45,16 @@ def evaluate_checkpoint(
     images, labels = load_split(data_spec, data_dir, train=False)
     dev = next(model.parameters()).device
     split = Split(images, labels).to(dev)
-    bs = batch_size or int(ckpt["config"].get("eval_batch_size", 1000))
-    result = evaluate(model, split, spec, bs, collect=True)
+    result = evaluate(model, split, spec, eval_batch_size(ckpt, batch_size), collect=True)
     names = list(data_spec.class_names)
     report = TestReport(names, result.labels, result.probs, images[:, 0].numpy(),
                         result.loss, result.accuracy)
     return ckpt, report
+
+
+def eval_batch_size(ckpt: dict[str, Any], override: int | None = None) -> int:
+    """Images per evaluation forward pass: ``override``, else the checkpoint's own setting."""
+    return override or int(ckpt["config"].get("eval_batch_size", TrainConfig.eval_batch_size))
 
 
 def load_image(path: Path, spec) -> torch.Tensor:
