@@ -24,7 +24,7 @@ from cnn_tracker.results.source import (
     sweep_metric,
 )
 from cnn_tracker.store.db import ACTIVE_STATES, STALE_SECONDS, Store
-from cnn_tracker.store.records import Run, numeric_summary
+from cnn_tracker.store.records import Run, Sweep, numeric_summary
 
 DONE = ("finished", "stopped")  # the states whose metrics rank (best run)
 
@@ -61,10 +61,13 @@ def run_row(run: Run, params: list[str], metric: str, goal: str) -> dict[str, An
 
 def sweep_status(store: Store, sweep_id: str) -> dict[str, Any]:
     """The status of a local sweep (a read: nothing in the store changes)."""
-    sweep = store.sweep(sweep_id)
+    return _status(store, store.sweep(sweep_id))
+
+
+def _status(store: Store, sweep: Sweep) -> dict[str, Any]:
     metric, goal = sweep_metric(sweep.config)
     params = searched_parameters(sweep.config)
-    runs = store.runs(sweep_id=sweep_id)
+    runs = store.runs(sweep_id=sweep.id)
     best = _best(runs, metric, goal)
     counts: dict[str, int] = {}
     for r in runs:
@@ -82,7 +85,7 @@ def sweep_status(store: Store, sweep_id: str) -> dict[str, Any]:
 def sweep_list(store: Store) -> list[dict[str, Any]]:
     out = []
     for sweep in store.sweeps():
-        status = sweep_status(store, sweep.id)
+        status = _status(store, sweep)
         best = next((r for r in status["runs"] if r["id"] == status["best"]), None)
         out.append({
             "sweep": sweep.id, "name": sweep.name, "project": sweep.project, "method": sweep.method,

@@ -146,11 +146,8 @@ class WandbTracker(Tracker):
 
     def seed_best(self, history: list[dict[str, float]]) -> None:
         """A resumed run's best-so-far summaries start from its earlier epochs."""
-        for key, better in (("val/accuracy", max), ("val/loss", min)):
-            values = [float(h[key]) for h in history if key in h]
-            if values:
-                self._best[key] = better(values)
-                self.run.summary[key] = self._best[key]
+        for metrics in history:
+            self._keep_best(metrics)
 
     def update_config(self, values: Mapping[str, Any]) -> None:
         self.run.config.update(dict(values), allow_val_change=True)
@@ -161,9 +158,12 @@ class WandbTracker(Tracker):
 
     def log_metrics(self, metrics: dict[str, float], epoch: int) -> None:
         self._log(dict(metrics))
-        # Summary of val/accuracy (val/loss) = best so far, as a plain number: what sweep tables,
-        # `Sweep.best_run()` and run sorting compare. (define_metric(summary="max") would store
-        # {"max": x}, which they cannot sort.)
+        self._keep_best(metrics)
+
+    def _keep_best(self, metrics: dict[str, float]) -> None:
+        """Summary of val/accuracy (val/loss) = best so far, as a plain number: what sweep
+        tables, `Sweep.best_run()` and run sorting compare. (define_metric(summary="max") would
+        store {"max": x}, which they cannot sort.)"""
         for key, better in (("val/accuracy", max), ("val/loss", min)):
             if key in metrics:
                 value = float(metrics[key])
