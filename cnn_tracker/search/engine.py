@@ -43,6 +43,11 @@ def to_sweep_runs(runs) -> list:
     ]
 
 
+def plain(value: Any) -> Any:
+    """A numpy scalar as the int / float it holds (JSON and our config want plain numbers)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def suggest(sweep, runs) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
     """The sweep's next parameters from W&B's engine, or None when a grid is exhausted."""
     sweeps = import_sweeps()
@@ -51,7 +56,7 @@ def suggest(sweep, runs) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
         nxt = sweeps.next_run(sweep.config, to_sweep_runs(runs))
     if nxt is None:
         return None
-    params = {k: v["value"] for k, v in nxt.config.items()}
+    params = {k: plain(v["value"]) for k, v in nxt.config.items()}  # q_ draws are numpy ints
     info = nxt.search_info
     return params, json.loads(json.dumps(info, default=float)) if info else None
 

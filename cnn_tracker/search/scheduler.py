@@ -26,11 +26,11 @@ def claim_trial(store: Store, sweep_id: str, suggest: Suggest = engine_suggest, 
                 attempts: int = 50) -> tuple[Run | None, str]:
     """Reserve the sweep's next trial for ``agent``: (run, "") or (None, why the sweep is done)."""
     for _ in range(attempts):
-        if store.sweep(sweep_id).state not in HOLD_STATES:  # paused/canceled: not even a requeue
+        sweep = store.sweep(sweep_id)  # a requeue leaves it as it is
+        if sweep.state not in HOLD_STATES:  # paused/canceled: not even a requeue
             requeued = lifecycle.requeue_preempted(store, sweep_id, agent)
             if requeued is not None:
                 return requeued, ""
-        sweep = store.sweep(sweep_id)
         if sweep.state != "running":
             return None, f"sweep {sweep_id} is {sweep.state}" + (
                 f": {sweep.message}" if sweep.message else "")
@@ -49,9 +49,7 @@ def claim_trial(store: Store, sweep_id: str, suggest: Suggest = engine_suggest, 
             lifecycle.finish_sweep(store, sweep_id,
                                    f"all {len(runs)} configurations of the grid were run")
             continue
-        params = {k: v.item() if hasattr(v, "item") else v  # numpy ints of q_ draws: JSON ints
-                  for k, v in suggestion[0].items()}
-        info = suggestion[1]
+        params, info = suggestion
         run = lifecycle.reserve_trial(store, sweep, params, info, agent=agent, expect_seq=last_seq)
         if run is not None:
             return run, ""

@@ -20,7 +20,7 @@ from cnn_tracker.config import (
 )
 from cnn_tracker.errors import ConfigError, UserError, closest, yaml_problem
 from cnn_tracker.search.command import DEFAULT_COMMAND, MACRO_PATTERN, MACROS
-from cnn_tracker.search.engine import import_sweeps
+from cnn_tracker.search.engine import import_sweeps, plain
 
 METRICS = (*EPOCH_METRICS, *SUMMARY_METRICS)
 
@@ -133,10 +133,6 @@ def _draws(name: str, spec: Mapping[str, Any]) -> tuple[str, Any] | None:
     return str(param.config.get("distribution")), param
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value  # numpy scalars -> int / float
-
-
 def _invalid(name: str, value: Any) -> str | None:
     try:
         make_config({name: value}, source=f"sweep parameter '{name}'")
@@ -161,7 +157,7 @@ def _check_values(name: str, spec: Mapping[str, Any]) -> tuple[list[str], list[s
         return _check_tails(name, dist, param, where)
     errors = []
     for end, x in (("min", 0.0), ("max", 1.0)):
-        value = spec[end] if dist in LITERAL else _plain(param.ppf(x))
+        value = spec[end] if dist in LITERAL else plain(param.ppf(x))
         if (e := _invalid(name, value)) is None:
             continue
         how = _EXPONENTS.get(dist, "rounded to a multiple of q")
@@ -171,7 +167,7 @@ def _check_values(name: str, spec: Mapping[str, Any]) -> tuple[list[str], list[s
     if errors:
         return errors, []
     for x in _INSIDE:
-        value = _plain(param.ppf(x))
+        value = plain(param.ppf(x))
         if (e := _invalid(name, value)) is not None:
             hint = (" Use int_uniform, or a q_ distribution with a whole q."
                     if "an integer" in e else "")
@@ -185,11 +181,11 @@ def _check_tails(name: str, dist: str, param: Any, where: str) -> tuple[list[str
     fix = _FIX[dist.removeprefix("q_")] + (
         " A q_ form rounds each draw to a multiple of q (0 included)." if "q" in param.config else "")
     for x in _COMMON:
-        value = _plain(param.ppf(x))
+        value = plain(param.ppf(x))
         if (e := _invalid(name, value)) is not None:
             return [f"{where}({shape}) draws {value:.4g} in at least 1 trial in 1000: {e} {fix}"], []
     for x in _RARE:
-        value = _plain(param.ppf(x))
+        value = plain(param.ppf(x))
         if (e := _invalid(name, value)) is not None:
             return [], [f"{where}({shape}) can draw {value:.4g} in rare trials (fewer than 1 in "
                         f"1000), which then fail: {e} {fix}"]
