@@ -44,10 +44,11 @@ def test_insert_trial_loses_a_race_cleanly(tmp_path):
     assert store.insert_trial(sweep.id, {"id": "a", "state": "pending"}, expect_seq=0, cap=2)
     # a second agent that read the sweep before "a" was added must look again
     assert not store.insert_trial(sweep.id, {"id": "b", "state": "pending"}, expect_seq=0, cap=2)
-    seq = store.last_seq(sweep.id)
+    seq = store.runs(sweep_id=sweep.id)[-1].seq
     assert store.insert_trial(sweep.id, {"id": "b", "state": "pending"}, expect_seq=seq, cap=2)
     assert not store.insert_trial(sweep.id, {"id": "c", "state": "pending"},
-                                  expect_seq=store.last_seq(sweep.id), cap=2)  # cap reached
+                                  expect_seq=store.runs(sweep_id=sweep.id)[-1].seq,
+                                  cap=2)  # cap reached
     assert [r.id for r in store.runs(sweep_id=sweep.id)] == ["a", "b"]
 
 

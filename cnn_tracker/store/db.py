@@ -72,6 +72,13 @@ _RUN_COLUMNS = ("id", "sweep_id", "project", "name", "state", "params", "config"
                 "started_at", "ended_at", "heartbeat_at")
 
 
+def _insert(conn: sqlite3.Connection, fields: dict[str, Any]) -> None:
+    """INSERT one run row inside the caller's transaction (creation time and host added)."""
+    row = _encode({"created_at": time.time(), "host": socket.gethostname(), **fields})
+    conn.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+                 tuple(row.values()))
+
+
 def _encode(fields: dict[str, Any]) -> dict[str, Any]:
     unknown = set(fields) - set(_RUN_COLUMNS)
     assert not unknown, f"not run columns: {unknown}"
@@ -267,10 +274,6 @@ class Store:
             "SELECT metrics FROM history WHERE run_id = ? ORDER BY epoch", (run_id,))]
         return run
 
-    def last_seq(self, sweep_id: str) -> int:
-        rows = self._read("SELECT COALESCE(MAX(seq), 0) FROM runs WHERE sweep_id = ?", (sweep_id,))
-        return int(rows[0][0])
-
     def ids_where(self, states: tuple[str, ...], *, sweep_id: str | None = None,
                   heartbeat_before: float | None = None) -> list[str]:
         """Ids of runs in ``states`` (oldest first), of one sweep and/or silent since a time."""
@@ -287,26 +290,21 @@ class Store:
     # -- writes of a run's state: runs.lifecycle only ---------------------------------------
     def insert_run(self, fields: dict[str, Any]) -> None:
         """Insert a run row (``fields`` are column values; JSON columns as Python objects)."""
-        row = _encode({"created_at": time.time(), "host": socket.gethostname(), **fields})
         with self._tx() as c:
-            c.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                      tuple(row.values()))
+            _insert(c, fields)
 
     def insert_trial(self, sweep_id: str, fields: dict[str, Any], *, expect_seq: int,
                      cap: int | None) -> bool:
         """Insert a sweep's new trial only if no run was added since ``expect_seq`` was read, the
         sweep still runs and its ``cap`` is not reached (optimistic concurrency: the suggestion
         was computed outside the write lock). False = another agent got there first."""
-        row = _encode({"created_at": time.time(), "host": socket.gethostname(),
-                       "sweep_id": sweep_id, **fields})
         with self._tx() as c:
             seq, count = c.execute("SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM runs WHERE "
                                    "sweep_id = ?", (sweep_id,)).fetchone()
             state = c.execute("SELECT state FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()[0]
             if seq != expect_seq or state != "running" or (cap is not None and count >= cap):
                 return False
-            c.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
-                      tuple(row.values()))
+            _insert(c, {"sweep_id": sweep_id, **fields})
         return True
 
     def transition(self, run_id: str, to_state: str, from_states: tuple[str, ...],
