@@ -14,7 +14,8 @@ from cnn_tracker.config import PRESETS, ConfigError, config_from_sources, make_c
 from cnn_tracker.tools.bench import format_report, our_time_to_target
 from cnn_tracker.tools.reference import Reference, reference_time_to_target
 from cnn_tracker.training.data import get_spec, load_data
-from cnn_tracker.training.engine import evaluate, resolve_precision
+from cnn_tracker.training.engine import evaluate
+from cnn_tracker.training.runtime import resolve_precision
 
 from .conftest import TINY_ARGS
 from .test_e2e import run_cli_subprocess

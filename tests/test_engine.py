@@ -7,8 +7,9 @@ import torch
 from cnn_tracker.config import make_config
 from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoint
 from cnn_tracker.training.data import load_data
-from cnn_tracker.training.engine import TrainHooks, evaluate, resolve_precision, train
+from cnn_tracker.training.engine import TrainHooks, evaluate, train
 from cnn_tracker.training.reports import TestReport
+from cnn_tracker.training.runtime import resolve_precision
 from cnn_tracker.training.state import CheckpointFiles
 
 

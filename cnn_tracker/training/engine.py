@@ -28,15 +28,12 @@ from cnn_tracker.training.runtime import (
     make_optimizer,
     make_scheduler,
     prepare_model,
-    resolve_device,
-    resolve_precision,
     set_determinism,
 )
 from cnn_tracker.training.state import CheckpointFiles, TrainState, rng_states
 
-# The loop's API; evaluate and the resolvers (defined in evaluation / runtime) are offered here too.
-__all__ = ["EvalResult", "Preempted", "TrainHooks", "TrainResult", "evaluate", "resolve_device",
-           "resolve_precision", "train"]
+# The loop's API; evaluate (defined in evaluation, used by the loop) is offered here too.
+__all__ = ["EvalResult", "Preempted", "TrainHooks", "TrainResult", "evaluate", "train"]
 
 
 @dataclass
@@ -197,26 +194,24 @@ def _train_epoch(loop: _Loop, hooks: TrainHooks, epoch: int, resumed: TrainState
             bar.update()
         signum = hooks.stop_signal()
         stop = "" if signum else hooks.stop_requested()
-        if stop:
+        if signum or stop:
             break
-        if signum:
-            if bar is not None:
-                bar.close()
-            seconds = before + time.perf_counter() - start
-            loop.train_seconds += time.perf_counter() - start
-            ckpt = loop.checkpoint(epoch - 1, loop.history[-1] if loop.history else {})
-            state = loop.state(epoch, batch, epoch_start, loss_sum, correct, seconds, hooks.run_info(0))
-            ckpt_io.atomic_save({**ckpt, "resume": state.to_dict()}, loop.files.resume)
-            raise Preempted(signum, loop.files.resume, epoch, batch, loop.steps_per_epoch)
     else:
-        stop = ""
-    seen = min(batch * cfg.batch_size, len(data.train))  # all of them unless stopped
-    train_loss = float(loss_sum) / max(seen, 1)
-    epoch_time = before + time.perf_counter() - start
-    loop.train_seconds += time.perf_counter() - start
+        signum, stop = 0, ""
+    if not signum:  # one host sync: the epoch's work is done before it is timed
+        seen = min(batch * cfg.batch_size, len(data.train))  # all of them unless stopped
+        train_loss = float(loss_sum) / max(seen, 1)
+    elapsed = time.perf_counter() - start
+    loop.train_seconds += elapsed
     if bar is not None:
         bar.close()
-    return train_loss, correct, epoch_time, seen, stop
+    if signum:
+        ckpt = loop.checkpoint(epoch - 1, loop.history[-1] if loop.history else {})
+        state = loop.state(epoch, batch, epoch_start, loss_sum, correct, before + elapsed,
+                           hooks.run_info(0))
+        ckpt_io.atomic_save({**ckpt, "resume": state.to_dict()}, loop.files.resume)
+        raise Preempted(signum, loop.files.resume, epoch, batch, loop.steps_per_epoch)
+    return train_loss, correct, before + elapsed, seen, stop
 
 
 def _end_epoch(loop: _Loop, hooks: TrainHooks, epoch: int, train_loss: float,
