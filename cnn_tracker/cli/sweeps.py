@@ -23,11 +23,9 @@ def sweep() -> None:
 def sweep_validate(file: str) -> None:
     """Check FILE against W&B's sweep schema and our train config keys and values (exit 0 or 2)."""
     from cnn_tracker.results.source import searched_parameters
-    from cnn_tracker.search.spec import check, load_sweep_file
+    from cnn_tracker.search.spec import load_checked
 
-    config = load_sweep_file(file)
-    for warning in check(config, f"file '{file}'"):
-        click.echo(f"warning: {warning}", err=True)
+    config = load_checked(file, warn=lambda line: click.echo(line, err=True))
     n, total = len(searched_parameters(config)), len(config.get("parameters") or {})
     click.echo(f"{file}: valid ({config.get('method')} over {n} searched parameter(s) and "
                f"{total - n} constant(s), "

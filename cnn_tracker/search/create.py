@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from cnn_tracker import env
 from cnn_tracker.errors import UserError
-from cnn_tracker.search.spec import check, load_sweep_file
+from cnn_tracker.search.spec import load_checked
 from cnn_tracker.store.db import Store
 
 
@@ -27,9 +27,7 @@ def create_sweep(file: str, *, offline: bool, project: str | None, entity: str |
 
     Without ``offline`` the W&B mode decides as for train: online with an API key, else offline.
     """
-    config: dict[str, Any] = load_sweep_file(file)
-    for warning in check(config, f"file '{file}'"):
-        warn(f"warning: {warning}")
+    config: dict[str, Any] = load_checked(file, warn)
     project = project or config.get("project") or env.wandb_project() or "cnn-tracker"
     mode = "offline"
     if not offline:

@@ -7,7 +7,7 @@ train config's keys, values and logged metrics. Nothing here imports torch or wa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -269,6 +269,15 @@ def _engine_problems(config: dict[str, Any]) -> list[str]:
         except (ValueError, KeyError, TypeError) as exc:
             problems.append(f"early_terminate: {exc}")
     return problems
+
+
+def load_checked(file: str, warn: Callable[[str], None]) -> dict[str, Any]:
+    """The sweep file ``file``, loaded and checked (one UserError listing every problem); each
+    warning goes to ``warn`` as ``warning: ...``."""
+    config = load_sweep_file(file)
+    for warning in check(config, f"file '{file}'"):
+        warn(f"warning: {warning}")
+    return config
 
 
 def check(config: dict[str, Any], source: str) -> list[str]:
