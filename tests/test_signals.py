@@ -64,3 +64,26 @@ def test_a_stop_from_the_server_alone_is_a_stop_and_a_second_signal_aborts():
     assert stop() == 0 and stop.stop_reason()
     with pytest.raises(KeyboardInterrupt):
         stop._handle(signal.SIGTERM, None)
+
+
+def test_a_closed_pipe_of_a_vanished_agent_preempts_instead_of_crashing(monkeypatch):
+    from cnn_tracker.runs import signals as signals_mod
+    from cnn_tracker.runs.runner import Recorder
+
+    class Closed:
+        def __call__(self, line):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(signals_mod.env, "is_local_trial", lambda: True)
+    stop, _ = make()
+    monkeypatch.setattr(signals_mod.os, "getppid", lambda: -1)  # the agent is gone
+    monkeypatch.setattr(signals_mod.os, "dup2", lambda *a: None)
+    recorder = Recorder.__new__(Recorder)
+    recorder._stop, recorder._echo = stop, Closed()
+    recorder.log("epoch 1/3 ...")  # swallowed: the run is preempted instead
+    assert stop() == signal.SIGHUP
+    monkeypatch.setattr(signals_mod.env, "is_local_trial", lambda: False)
+    outside = Recorder.__new__(Recorder)
+    outside._stop, outside._echo = make()[0], Closed()  # a plain run piped into `head`
+    with pytest.raises(BrokenPipeError):
+        outside.log("epoch 1/3 ...")

@@ -64,8 +64,16 @@ class Recorder(TrainHooks):
         self._stop, self._info, self._echo = stop, dict(info or {}), echo
 
     def log(self, line: str) -> None:
-        if self._echo is not None:
+        if self._echo is None:
+            return
+        try:
             self._echo(line)
+        except BrokenPipeError:
+            # A local trial whose agent was killed between two polls (e.g. during validation):
+            # its output pipe is gone. The poll sees the agent gone, silences the output and
+            # preempts the run (SIGHUP) at the next check instead of letting it crash.
+            if self._stop is None or not self._stop():
+                raise
 
     def stop_signal(self) -> int:
         return self._stop() if self._stop is not None else 0
