@@ -17,6 +17,7 @@ from typing import Any, Mapping
 import yaml
 
 from cnn_tracker.errors import ConfigError, closest, yaml_problem
+from cnn_tracker.inputs import MAX_FILE_BYTES, clip, load_yaml
 
 DATASETS = ("mnist", "fashion-mnist")
 MODELS = ("mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet")
@@ -175,7 +176,7 @@ def _coerce(key: str, value: Any, source: str) -> Any:
 
     def bad(expected: str) -> ConfigError:
         return ConfigError(
-            f"invalid value {value!r} for '{key}' (from {source}): expected {expected}."
+            f"invalid value {clip(value)} for '{key}' (from {source}): expected {expected}."
         )
 
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() in _NULL)):
@@ -192,25 +193,28 @@ def _coerce(key: str, value: Any, source: str) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        if isinstance(value, str):
+        if isinstance(value, str):  # exact: "7" and "1e3" are integers, "2.5" is not
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
             try:
                 as_float = float(value)
             except ValueError:
                 raise bad("an integer") from None
-            if as_float.is_integer():
+            if as_float.is_integer() and abs(as_float) < 2**53:
                 return int(as_float)
         raise bad("an integer")
     if base == "float":
         if isinstance(value, bool):
             raise bad("a number")
-        if isinstance(value, (int, float)):
-            number = float(value)
-        elif isinstance(value, str):
-            try:
-                number = float(value)
-            except ValueError:
-                raise bad("a number") from None
-        else:
+        try:
+            number = float(value) if isinstance(value, (int, float, str)) else None
+        except OverflowError:  # an int too large for a float
+            raise bad("a finite number") from None
+        except ValueError:
+            raise bad("a number") from None
+        if number is None:
             raise bad("a number")
         if not math.isfinite(number):
             raise bad("a finite number")
@@ -226,14 +230,14 @@ def _check(key: str, value: Any, source: str) -> None:
         hint = closest(value, _CHOICES[key])
         did_you_mean = f" Did you mean '{hint}'?" if hint else ""
         raise ConfigError(
-            f"invalid value {value!r} for '{key}' (from {source}).{did_you_mean} "
+            f"invalid value {clip(value)} for '{key}' (from {source}).{did_you_mean} "
             f"Choose one of: {', '.join(_CHOICES[key])}."
         )
     if key in _RANGES:
         ok, description = _RANGES[key]
         if not ok(value):
             raise ConfigError(
-                f"invalid value {value!r} for '{key}' (from {source}): must be {description}."
+                f"invalid value {clip(value)} for '{key}' (from {source}): must be {description}."
             )
 
 
@@ -270,6 +274,9 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The key → value mapping of a YAML config file, unvalidated (make_config validates)."""
     p = Path(path)
     try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"config file '{p}' is {p.stat().st_size} bytes: a config file is a "
+                              f"few key: value lines (at most {MAX_FILE_BYTES} bytes).")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file '{p}' does not exist: check the path given to --config.")
@@ -278,7 +285,7 @@ def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"config file '{p}' cannot be read ({exc.strerror}).") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError(
             f"config file '{p}' is not valid YAML{yaml_problem(exc)}. "

@@ -21,7 +21,8 @@ DATA_DIR_VAR = "CNN_TRACKER_DATA_DIR"
 MIRROR_VAR = "CNN_TRACKER_DATA_MIRROR"
 DOWNLOAD_VAR = "CNN_TRACKER_DOWNLOAD"
 OUTPUT_DIR_VAR = "CNN_TRACKER_OUTPUT_DIR"
-STORE_VAR = "CNN_TRACKER_STORE"  # the local run store folder
+STORE_VAR = "CNN_TRACKER_STORE"  # the run store: a local folder or a postgresql:// URL
+STORE_RETRY_VAR = "CNN_TRACKER_STORE_RETRY_SECONDS"  # how long to retry a lost database server
 HEARTBEAT_VAR = "CNN_TRACKER_HEARTBEAT_SECONDS"  # seconds between a live run's heartbeats
 SWEEP_ID_VAR = "CNN_TRACKER_SWEEP_ID"  # set by the offline agent for its trials
 RESUME_VAR = "CNN_TRACKER_RESUME"  # set by the offline agent for a requeued trial: the run to resume
@@ -49,7 +50,9 @@ CUBLAS_WORKSPACE_VAR = "CUBLAS_WORKSPACE_CONFIG"
 UNBUFFERED_VAR = "PYTHONUNBUFFERED"
 
 DEFAULT_STORE = ".cnn-tracker"
+LOCK_FILE = ".cnn-tracker.lock"  # in a run's output folder, locked (flock) while the run lives
 HEARTBEAT_SECONDS = 10.0  # default seconds between heartbeats
+STORE_RETRY_SECONDS = 600.0  # default: a database server restarted or briefly unreachable
 
 _MODE_ALIASES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
                  "disabled": "disabled"}
@@ -150,10 +153,27 @@ def output_root() -> Path:
     return Path(os.environ.get(OUTPUT_DIR_VAR) or "outputs")
 
 
-def store_dir(cli_value: str | os.PathLike[str] | None = None) -> Path:
-    """``--store`` > CNN_TRACKER_STORE > ``./.cnn-tracker``, as an absolute path."""
-    value = cli_value or os.environ.get(STORE_VAR) or DEFAULT_STORE
-    return Path(value).expanduser().absolute()
+def store_value() -> str:
+    """CNN_TRACKER_STORE, else ``./.cnn-tracker`` (a folder or a URL; ``--store`` wins)."""
+    return os.environ.get(STORE_VAR) or DEFAULT_STORE
+
+
+def store_files_dir() -> Path:
+    """Where a database store's per-sweep files go on this machine: ``./.cnn-tracker``."""
+    return Path(DEFAULT_STORE).absolute()
+
+
+def store_retry_seconds() -> float:
+    """How long a database store is retried after its connection is lost (default 600 s)."""
+    raw = os.environ.get(STORE_RETRY_VAR, "").strip()
+    try:
+        value = float(raw) if raw else STORE_RETRY_SECONDS
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise UserError(f"invalid {STORE_RETRY_VAR}={raw!r}: give seconds between 0 and 86400 "
+                        f"(default {STORE_RETRY_SECONDS:g}), or unset it.")
+    return value
 
 
 def heartbeat_seconds() -> float:
@@ -225,6 +245,15 @@ def current() -> dict[str, str]:
     return dict(os.environ)
 
 
+def replace_environ(environ: Mapping[str, str]) -> None:
+    """This process's environment becomes ``environ`` (a forked trial's, before it runs)."""
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+UNSHOWN_VARS = ("PATH", STORE_VAR)  # a child's variables never echoed (the store: a password)
+
+
 def child_environ(extra: Mapping[str, str]) -> dict[str, str]:
     """This process's environment with ``extra`` on top, for a child process."""
     return {**os.environ, **extra}
@@ -246,7 +275,7 @@ def agent_slot(gpu: str | None, threads: int | None) -> dict[str, str]:
 
 
 def trial_environ(*, run_id: str, project: str, param_path: str, store_root: str, sweep: str,
-                  resume: bool) -> dict[str, str]:
+                  resume: bool, wandb_dir: os.PathLike[str] | None = None) -> dict[str, str]:
     """A local-sweep trial's environment: an offline W&B run in the sweep's group, reporting to
     the store.
 
@@ -254,7 +283,8 @@ def trial_environ(*, run_id: str, project: str, param_path: str, store_root: str
     run naming an unknown sweep would fail; the trial's run carries the sweep id as a config
     column and a tag instead (a group would average the trials into one line on the dashboard).
     Trials need no API key (they run offline), so it is not passed on. A requeued (preempted)
-    trial gets CNN_TRACKER_RESUME = its run id.
+    trial gets CNN_TRACKER_RESUME = its run id. A foreign program's trial gets its own W&B
+    folder (WANDB_DIR = ``wandb_dir``), where its agent finds its run file.
     """
     environ = dict(os.environ)
     for name in (WANDB_SWEEP_ID, WANDB_API_KEY, RESUME_VAR):
@@ -265,6 +295,9 @@ def trial_environ(*, run_id: str, project: str, param_path: str, store_root: str
         WANDB_MODE: "offline", WANDB_RUN_ID: run_id, WANDB_PROJECT: project, WANDB_SWEEP_PARAM_PATH: param_path, STORE_VAR: store_root,
         SWEEP_ID_VAR: sweep, UNBUFFERED_VAR: "1",
     })
+    if wandb_dir is not None:
+        Path(wandb_dir).mkdir(parents=True, exist_ok=True)
+        environ[WANDB_DIR] = str(wandb_dir)
     return environ
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from cnn_tracker.inputs import printable
+
 
 def cell(value: Any) -> str:
-    """How a value reads in a table: floats to 4 significant digits, None as ``-``."""
+    """How a value reads in a table: floats to 4 significant digits, None as ``-``, control
+    characters escaped (names and class names come from files)."""
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "-" if value is None else str(value)
+    return "-" if value is None else printable(value)
 
 
 def is_accuracy(name: str) -> bool:
@@ -39,7 +42,7 @@ def render(header: Sequence[str], rows: Sequence[Sequence[Any]], align: str = ""
     ``align`` gives one character per column, ``<`` (left, the default) or ``>`` (right, for
     numbers); missing characters mean left.
     """
-    cells = [[str(h) for h in header], *[[cell(c) for c in row] for row in rows]]
+    cells = [[printable(h) for h in header], *[[cell(c) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     sides = [align[i] if i < len(align) else "<" for i in range(len(header))]
 

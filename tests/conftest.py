@@ -98,3 +98,36 @@ def real_mirror() -> Path:
 
 TINY_ARGS = ["--epochs", "2", "--batch_size", "32", "--val_size", "50", "--model", "lenet",
              "--log_misclassified", "8", "--eval_batch_size", "64"]
+
+
+# -- a real PostgreSQL server (tests/pgserver.py): .ci/run's, else one started for the session --
+from .pgserver import DIR_VAR as _PG_DIR_VAR  # noqa: E402
+from .pgserver import URL_VAR as _PG_URL_VAR  # noqa: E402
+
+_CI_PG = (os.environ.get(_PG_URL_VAR, ""), os.environ.get(_PG_DIR_VAR, ""))  # read before isolate()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The PostgreSQL server of the test session (skips, saying why, when none can start)."""
+    import tempfile
+
+    from .pgserver import PgServer, Unavailable
+
+    if all(_CI_PG):
+        yield PgServer.attach(_CI_PG[1], _CI_PG[0])
+        return
+    try:  # under /tmp: the postgres user must reach its data folder
+        server = PgServer.start(tempfile.mkdtemp(prefix="cnn-tracker-pg-"))
+    except Unavailable as exc:
+        pytest.skip(f"no PostgreSQL server could be started here: {exc}")
+    yield server
+    server.stop("immediate")
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty database on the session's server: its URL (with the password)."""
+    import secrets
+
+    return pg_server.create_database(f"t_{secrets.token_hex(6)}")

@@ -19,6 +19,8 @@ import io
 import os
 import random
 import shlex
+import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -32,6 +34,7 @@ import pytest
 import torch
 import yaml
 
+from cnn_tracker import env
 from cnn_tracker.cli import main
 from cnn_tracker.config import TrainConfig
 from cnn_tracker.training.checkpoint import FORMAT, atomic_save, make_checkpoint
@@ -130,11 +133,11 @@ def unreadable_image(work: Path, fx: Fixtures) -> None:
 
 
 BAD_YAML = "lr: 0.01\nepochs: [3, 4\nmodel: lenet\n"
-BAD_SWEEP_YAML = ("method: random\ncommand: [${env}, ${interpreter}, -m, cnn_tracker, train, ${args}]\n"
+BAD_SWEEP_YAML = ("method: random\nprogram: cnn_tracker/__main__.py\ncommand: [${env}, ${interpreter}, -m, cnn_tracker, train, ${args}]\n"
                   "parameters:\n  lr: {values: [0.01]}\n")
 # Eight problems in one file: each must be listed, each naming its parameter.
 MANY_PROBLEMS = (
-    "method: bayes\nmetric: {name: val/acuracy, goal: maximise}\n"
+    "method: bayes\nmetric: {name: val/acuracy, goal: maximise}\nprogram: cnn_tracker/__main__.py\n"
     "command:\n  - ${env}\n  - ${interpreter}\n  - -m\n  - cnn_tracker\n  - train\n  - ${argz}\n"
     "parameters:\n"
     "  learning_rate: {min: 0.001, max: 0.1}\n"
@@ -145,11 +148,121 @@ MANY_PROBLEMS = (
 )
 TYPO_SWEEP = yaml.safe_dump({
     "method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
+    "program": "cnn_tracker/__main__.py",
     "command": ["${env}", "${interpreter}", "-m", "cnn_tracker", "train", "${args}"],
     "parameters": {"batchsize": {"values": [32, 64]}, "lr": {"values": [0.01]}},
 })
 DAMAGED_STORE = text("badstore/store.db", "not a database " * 100)
 TRAIN = ("train", "--data-dir", "{data}", "--mode", "offline", *TINY_ARGS)
+
+
+# -- setups of reliability round two: checkpoints, images, YAML, data, locks -------------------
+def edited_checkpoint(name: str, **changes) -> Setup:
+    """The shared checkpoint with fields replaced (``a__b`` is ``ckpt["a"]["b"]``, and
+    ``state_dict__head__0__weight`` its ``head.0.weight``; None deletes)."""
+    def setup(work: Path, fx: Fixtures) -> None:
+        ckpt = torch.load(fx.ckpt, weights_only=True)
+        for key, value in changes.items():
+            parts = key.split("__")
+            if parts[0] == "state_dict" and len(parts) > 1:  # its keys are dotted: head.0.weight
+                parts = ["state_dict", ".".join(parts[1:])]
+            *parents, last = parts
+            target = ckpt
+            for part in parents:
+                target = target[part]
+            if value is None:
+                del target[last]
+            else:
+                target[last] = value() if callable(value) else value
+        torch.save(ckpt, work / name)
+    return setup
+
+
+def with_resume_section(work: Path, fx: Fixtures) -> None:
+    ckpt = torch.load(fx.ckpt, weights_only=True)
+    ckpt["resume"] = {k: 0 for k in ("batch", "optimizer", "scaler", "partial", "history", "best",
+                                     "best_epoch", "global_step", "train_seconds", "run")}
+    ckpt["resume"].update(epoch="two", rng={"torch": torch.get_rng_state(),
+                                            "epoch_start": torch.get_rng_state()})
+    torch.save(ckpt, work / "last.pt")
+
+
+def picture(name: str, size: tuple[int, int], fmt: str = "PNG", mode: str = "1",
+            keep: float = 1.0) -> Setup:
+    """An image file (``keep`` < 1: only that fraction of its bytes, a truncated file)."""
+    def setup(work: Path, fx: Fixtures) -> None:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        image = Image.new(mode, size)
+        if keep < 1:  # noise, so that the cut lands inside the pixel data
+            image = Image.frombytes("L", size, random.Random(name).randbytes(size[0] * size[1]))
+            image = image.convert(mode)
+        image.save(buffer, fmt)
+        data = buffer.getvalue()
+        (work / name).write_bytes(data[: int(len(data) * keep)])
+    return setup
+
+
+def data_copy(damage: Callable[[Path], None]) -> Setup:
+    """A copy of the tiny data root in ``data/``, then ``damage(its MNIST raw folder)``."""
+    def setup(work: Path, fx: Fixtures) -> None:
+        shutil.copytree(fx.data, work / "data")
+        damage(work / "data" / "MNIST" / "raw")
+    return setup
+
+
+def cut(file: str, keep: int) -> Callable[[Path], None]:
+    def damage(raw: Path) -> None:
+        data = (raw / file).read_bytes()
+        (raw / file).write_bytes(data[:keep] if keep >= 0 else data[:keep])
+    return damage
+
+
+def fewer_labels(raw: Path) -> None:
+    data = (raw / "train-labels-idx1-ubyte").read_bytes()
+    (raw / "train-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 300) + data[8:308])
+
+
+def not_idx(raw: Path) -> None:
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"<html>not found</html>")
+
+
+HELD_LOCKS: list[int] = []  # descriptors of the locks "another run" holds during a case
+
+
+def locked_folder(folder: str) -> Setup:
+    """``folder`` locked by another (simulated) running run, as runs.lock writes it."""
+    def setup(work: Path, fx: Fixtures) -> None:
+        import fcntl
+
+        (work / folder).mkdir(parents=True)
+        path = work / folder / env.LOCK_FILE
+        path.write_text('{"run_id": "abc12345", "pid": 4242}')
+        fd = os.open(path, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        HELD_LOCKS.append(fd)
+    return setup
+
+
+def sweep_file(name: str, **fields) -> Setup:
+    """A valid sweep (grid over lr) with ``fields`` replaced (None removes one)."""
+    doc = {"program": "cnn_tracker/__main__.py", "method": "grid",
+           "metric": {"name": "val/accuracy", "goal": "maximize"},
+           "command": ["${env}", "${interpreter}", "-m", "cnn_tracker", "train", "${args}"],
+           "parameters": {"lr": {"values": [0.01, 0.02]}}}
+    doc.update(fields)
+    return text(name, yaml.safe_dump({k: v for k, v in doc.items() if v is not None}))
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+DEEP = "lr: " + "[" * 40 + "]" * 40 + "\n"
+DUP_SWEEP = ("program: cnn_tracker/__main__.py\nmethod: grid\ncommand: [train]\nparameters:\n"
+             "  lr: {values: [0.01]}\n  lr: {values: [0.1]}\n")
+BIG_GRID = {f"{k}": {"values": list(range(1, 11))} for k in
+            ("epochs", "seed", "log_misclassified", "log_every", "eval_batch_size", "val_size")}
+ESC = "\x1b]0;owned\x07\x1b[2J"  # a terminal title change and a screen clear
 
 
 # -- the catalogue ----------------------------------------------------------------------------
@@ -178,7 +291,7 @@ CASES: list[Case] = [
          ("'bad.yaml'", "not valid YAML at line 3", "Fix the syntax"), text("bad.yaml", BAD_YAML)),
     Case("sweep-validate-yaml-malformed", "malformed YAML in a sweep file (validate)",
          ("sweep", "validate", "sweep.yaml"),
-         ("'sweep.yaml'", "not valid YAML at line 2", "write each ${macro} as its own"),
+         ("'sweep.yaml'", "not valid YAML at line 3", "write each ${macro} as its own"),
          text("sweep.yaml", BAD_SWEEP_YAML)),
     Case("sweep-create-yaml-malformed", "malformed YAML in a sweep file (create --offline)",
          ("sweep", "create", "sweep.yaml", "--offline"),
@@ -358,6 +471,241 @@ CASES: list[Case] = [
     Case("precision-fp16-on-cpu", "--precision fp16 on the CPU",
          (*TRAIN, "--device", "cpu", "--precision", "fp16"),
          ("'fp16' for 'precision'", "Use --precision bf16 or fp32"), subprocess=True),
+    # -- reliability round two ---------------------------------------------------------------
+    # checkpoints whose contents are wrong (each field checked before a model is built)
+    Case("checkpoint-state-dict-list", "a checkpoint whose state_dict is a list",
+         ("evaluate", "c.pt"), ("'c.pt' is not a valid cnn-tracker checkpoint",
+                                "'state_dict' is not a mapping", "use another copy"),
+         edited_checkpoint("c.pt", state_dict=lambda: [torch.zeros(3)])),
+    Case("checkpoint-hidden-units-negative", "model_args.hidden_units: -1",
+         ("evaluate", "c.pt"), ("'model_args.hidden_units' is -1", "an integer from 1 to 4096"),
+         edited_checkpoint("c.pt", model_args__hidden_units=-1)),
+    Case("checkpoint-hidden-units-huge", "model_args.hidden_units: 10**7 (a 31 GB allocation)",
+         ("predict", "c.pt", "x.png"), ("'model_args.hidden_units' is 10000000",
+                                        "an integer from 1 to 4096"),
+         edited_checkpoint("c.pt", model_args__hidden_units=10**7)),
+    Case("checkpoint-num-classes-string", "model_args.num_classes: '10' (a string)",
+         ("evaluate", "c.pt"), ("'model_args.num_classes' is '10'", "an integer from 1 to 1000"),
+         edited_checkpoint("c.pt", model_args__num_classes="10")),
+    Case("checkpoint-num-classes-negative", "model_args.num_classes: -1 (found by Hypothesis)",
+         ("evaluate", "c.pt"), ("'model_args.num_classes' is -1",),
+         edited_checkpoint("c.pt", model_args__num_classes=-1)),
+    Case("checkpoint-in-shape-empty", "model_args.in_shape: [] (found by Hypothesis)",
+         ("evaluate", "c.pt"), ("'model_args.in_shape' is []", "[1, 28, 28]"),
+         edited_checkpoint("c.pt", model_args__in_shape=[])),
+    Case("checkpoint-in-shape-rgb", "model_args.in_shape: [3, 32, 32]",
+         ("evaluate", "c.pt"), ("'model_args.in_shape' is [3, 32, 32]",),
+         edited_checkpoint("c.pt", model_args__in_shape=[3, 32, 32])),
+    Case("checkpoint-dropout-tensor", "model_args.dropout: a tensor (found by Hypothesis)",
+         ("evaluate", "c.pt"), ("'model_args.dropout' is tensor(", "a number >= 0 and < 1"),
+         edited_checkpoint("c.pt", model_args__dropout=lambda: torch.zeros(6))),
+    Case("checkpoint-dropout-too-big", "model_args.dropout: 1.5",
+         ("evaluate", "c.pt"), ("'model_args.dropout' is 1.5",),
+         edited_checkpoint("c.pt", model_args__dropout=1.5)),
+    Case("checkpoint-batch-norm-string", "model_args.batch_norm: 'yes' (found by Hypothesis as a tensor)",
+         ("evaluate", "c.pt"), ("'model_args.batch_norm' is 'yes'", "true or false"),
+         edited_checkpoint("c.pt", model_args__batch_norm="yes")),
+    Case("checkpoint-model-args-extra-key", "model_args with an unknown key",
+         ("evaluate", "c.pt"), ("'model_args' is", "'depth'", "not a mapping of in_shape"),
+         edited_checkpoint("c.pt", model_args__depth=3)),
+    Case("checkpoint-fewer-class-names", "9 class names for a 10-output model",
+         ("evaluate", "c.pt"), ("it has 9 class names for a model with 10 outputs",),
+         edited_checkpoint("c.pt", class_names=list("012345678"))),
+    Case("checkpoint-class-names-numbers", "class names that are numbers",
+         ("predict", "c.pt", "x.png"), ("'class_names' is [0, 1, 2", "a list of names"),
+         edited_checkpoint("c.pt", class_names=list(range(10)))),
+    Case("checkpoint-class-names-tensor", "class_names: a tensor (found by Hypothesis)",
+         ("evaluate", "c.pt"), ("'class_names' is tensor(",),
+         edited_checkpoint("c.pt", class_names=lambda: torch.zeros(10))),
+    Case("checkpoint-class-name-too-long", "a class name of 500 characters",
+         ("evaluate", "c.pt"), ("a list of names (strings of 1 to 100 characters)", "characters)"),
+         edited_checkpoint("c.pt", class_names=["x" * 500] * 10)),
+    Case("checkpoint-mean-string", "normalization.mean: '0.13' (a string where a number belongs)",
+         ("evaluate", "c.pt"), ("'normalization' is", "not {mean: number, std: number > 0}"),
+         edited_checkpoint("c.pt", normalization__mean="0.13")),
+    Case("checkpoint-std-zero", "normalization.std: 0 (a division by zero)",
+         ("evaluate", "c.pt"), ("'normalization' is", "std: number > 0"),
+         edited_checkpoint("c.pt", normalization__std=0)),
+    Case("checkpoint-std-missing", "normalization without std (found by Hypothesis)",
+         ("evaluate", "c.pt"), ("'normalization' is {'mean': 0.1307}",),
+         edited_checkpoint("c.pt", normalization__std=None)),
+    Case("checkpoint-normalization-number", "normalization: -1 (found by Hypothesis)",
+         ("evaluate", "c.pt"), ("'normalization' is -1",), edited_checkpoint("c.pt", normalization=-1)),
+    Case("checkpoint-unknown-model", "model: 'resnet50'", ("evaluate", "c.pt"),
+         ("'model' is 'resnet50'", "not one of mlp, tinyvgg"), edited_checkpoint("c.pt", model="resnet50")),
+    Case("checkpoint-model-number", "model: 5 (a number where a name belongs)", ("evaluate", "c.pt"),
+         ("'model' is 5",), edited_checkpoint("c.pt", model=5)),
+    Case("checkpoint-dataset-list", "dataset: [] (found by Hypothesis)", ("evaluate", "c.pt"),
+         ("'dataset' is []", "not one of mnist, fashion-mnist"), edited_checkpoint("c.pt", dataset=[])),
+    Case("checkpoint-config-bad-value", "config.eval_batch_size: 'many'", ("evaluate", "c.pt"),
+         ("invalid value 'many' for 'eval_batch_size' (from its config)",),
+         edited_checkpoint("c.pt", config__eval_batch_size="many")),
+    Case("checkpoint-config-not-mapping", "config: a list", ("evaluate", "c.pt"),
+         ("'config' is [1, 2]", "not a mapping"), edited_checkpoint("c.pt", config=[1, 2])),
+    Case("checkpoint-epoch-negative", "epoch: -3", ("evaluate", "c.pt"),
+         ("'epoch' is -3", "an integer >= 0"), edited_checkpoint("c.pt", epoch=-3)),
+    Case("checkpoint-metrics-strings", "metrics: {'val/accuracy': 'high'}", ("evaluate", "c.pt"),
+         ("'metrics' is", "a mapping of names to numbers"),
+         edited_checkpoint("c.pt", metrics={"val/accuracy": "high"})),
+    Case("checkpoint-state-dict-number", "state_dict: -1 (found by Hypothesis)", ("predict", "c.pt", "x.png"),
+         ("'state_dict' is not a mapping",), edited_checkpoint("c.pt", state_dict=-1)),
+    Case("checkpoint-tensor-not-tensor", "a state_dict entry that is a list", ("evaluate", "c.pt"),
+         ("'state_dict.head.0.weight' is not a dense CPU tensor",),
+         edited_checkpoint("c.pt", state_dict__head__0__weight=[1.0, 2.0])),
+    Case("checkpoint-tensor-wrong-shape", "a weight of the wrong shape (checked before allocating)",
+         ("evaluate", "c.pt"), ("weights do not fit its model 'lenet'",
+                                "size mismatch for head.0.weight: [5, 5] in the file, [120, 900]"),
+         edited_checkpoint("c.pt", state_dict__head__0__weight=lambda: torch.zeros(5, 5))),
+    Case("checkpoint-tensor-complex", "a complex weight (found by Hypothesis)", ("evaluate", "c.pt"),
+         ("head.0.bias is torch.complex64",),
+         edited_checkpoint("c.pt", state_dict__head__0__bias=lambda: torch.zeros(120, dtype=torch.complex64))),
+    Case("checkpoint-tensor-missing", "a weight missing from the state_dict", ("evaluate", "c.pt"),
+         ("weights do not fit its model 'lenet' (missing ['head.0.bias'])",),
+         edited_checkpoint("c.pt", state_dict__head__0__bias=None)),
+    Case("checkpoint-damaged-pickle", "one byte of the pickle zeroed (found by Hypothesis: KeyError)",
+         ("evaluate", "zeroed.pt"), ("'zeroed.pt' is corrupted", "use another copy"),
+         lambda work, fx: (work / "zeroed.pt").write_bytes(
+             (lambda b: b[:223] + b"\0" + b[224:])(fx.ckpt.read_bytes()))),
+    Case("resume-damaged-state", "train --resume with a resume section whose epoch is 'two'",
+         ("train", "--resume", "last.pt"), ("the resume state in 'last.pt' is damaged",
+                                            "resume from the run's last.pt"), with_resume_section),
+    # images
+    Case("predict-decompression-bomb", "a 200 KB PNG claiming 40000x40000 pixels",
+         ("predict", "{ckpt}", "bomb.png"), ("image 'bomb.png' claims 1,600,000,000 pixels",
+                                             "at most 50,000,000", "pass a smaller image"),
+         picture("bomb.png", (40000, 40000))),
+    Case("predict-image-too-many-pixels", "a PNG of 9000x9000 pixels (over the 50 MP budget)",
+         ("predict", "{ckpt}", "big.png"), ("image 'big.png' is 9000x9000 pixels", "pass a smaller image"),
+         picture("big.png", (9000, 9000))),
+    Case("predict-truncated-png", "a PNG cut to half its bytes", ("predict", "{ckpt}", "cut.png"),
+         ("image 'cut.png' is truncated", "re-export or re-download"),
+         picture("cut.png", (64, 64), "PNG", "L", keep=0.5)),
+    Case("predict-truncated-jpeg", "a JPEG cut to half its bytes", ("predict", "{ckpt}", "cut.jpg"),
+         ("image 'cut.jpg' is truncated",), picture("cut.jpg", (64, 64), "JPEG", "RGB", keep=0.5)),
+    Case("predict-empty-image", "an empty image file", ("predict", "{ckpt}", "empty.png"),
+         ("'empty.png' is not a readable image",), text("empty.png", "")),
+    # YAML and JSON
+    Case("config-duplicate-key", "a --config file with lr twice (the last would win silently)",
+         ("train", "--config", "dup.yaml"), ("'dup.yaml' is not valid YAML at line 3",
+                                             "duplicate key 'lr' (first at line 1)"),
+         text("dup.yaml", "lr: 0.1\nepochs: 2\nlr: 0.2\n")),
+    Case("config-duplicate-key-flow", "a flow mapping with a key twice", ("train", "--config", "dup.yaml"),
+         ("duplicate key 'epochs'",), text("dup.yaml", "{epochs: 1, epochs: 2}\n")),
+    Case("sweep-duplicate-parameter", "a sweep file naming parameter lr twice",
+         ("sweep", "validate", "dup.yaml"), ("'dup.yaml' is not valid YAML at line 6",
+                                             "duplicate key 'lr' (first at line 5)"),
+         text("dup.yaml", DUP_SWEEP)),
+    Case("config-alias-bomb", "an alias-expansion bomb (10^9 values from 90 aliases)",
+         ("train", "--config", "laughs.yaml"), ("more than 100000 values once its aliases are expanded",),
+         text("laughs.yaml", LAUGHS)),
+    Case("sweep-alias-bomb", "an alias-expansion bomb as a sweep file", ("sweep", "validate", "laughs.yaml"),
+         ("'laughs.yaml' is not valid YAML", "alias-expansion bomb"), text("laughs.yaml", LAUGHS)),
+    Case("config-recursive-alias", "a recursive alias (&a [*a])", ("train", "--config", "loop.yaml"),
+         ("values once its aliases are expanded",), text("loop.yaml", "lr: &a [*a]\n")),
+    Case("config-too-deep", "40 nested lists in a --config file", ("train", "--config", "deep.yaml"),
+         ("nested deeper than 32 levels",), text("deep.yaml", DEEP)),
+    Case("sweep-too-deep", "40 nested lists in a sweep file", ("sweep", "create", "deep.yaml", "--offline"),
+         ("nested deeper than 32 levels",), text("deep.yaml", DEEP)),
+    Case("config-file-too-large", "a 2 MB --config file", ("train", "--config", "big.yaml"),
+         ("is 2000000 bytes", "at most 1000000 bytes"), text("big.yaml", "#" * 2_000_000)),
+    Case("sweep-file-too-large", "a 2 MB sweep file", ("sweep", "validate", "big.yaml"),
+         ("is 2000000 bytes", "at most 1000000 bytes"), text("big.yaml", "#" * 2_000_000)),
+    Case("config-bad-date", "a --config value YAML reads as an impossible date",
+         ("train", "--config", "date.yaml"), ("a value cannot be read (month must be in 1..12)",),
+         text("date.yaml", "seed: 2001-13-40\n")),
+    Case("config-file-a-list", "a --config file that is a list", ("train", "--config", "list.yaml"),
+         ("must be a mapping of key: value lines, got a list",), text("list.yaml", "- lr\n- 0.1\n")),
+    Case("sweep-file-a-list", "a sweep file that is a list", ("sweep", "validate", "list.yaml"),
+         ("must be a mapping (method:, metric:, parameters:, ...), got a list",),
+         text("list.yaml", "- method\n- grid\n")),
+    Case("config-binary-file", "a --config file that is not text", ("train", "--config", "bin.yaml"),
+         ("'bin.yaml' is not a text file",), garbage("bin.yaml", 64)),
+    Case("json-argument-too-deep", "a JSON argument nested 40 deep", ("train", '{"lr": ' + "[" * 40 + "]" * 40 + "}"),
+         ("not a valid JSON object (nested deeper than 32 levels)",)),
+    Case("json-argument-echo-clipped", "a 500-character bad JSON argument (echoed clipped)",
+         ("train", "{" + "x" * 500), ("(503 characters) is not a valid JSON object",)),
+    Case("value-echo-clipped", "a 500-character --model value (echoed in one short line)",
+         ("train", "--model", "m" * 500), ("(502 characters)", "'model'")),
+    Case("lr-integer-too-large", "lr: a 400-digit integer in a --config file (float overflow)",
+         ("train", "--config", "huge.yaml"), ("for 'lr'", "expected a finite number"),
+         text("huge.yaml", "lr: " + "9" * 400 + "\n")),
+    # exact integers
+    Case("epochs-not-whole", "--epochs 2.5 (not truncated to 2)", ("train", "--epochs", "2.5"),
+         ("invalid value '2.5' for 'epochs'", "expected an integer")),
+    Case("batch-size-not-whole-config", "batch_size: 32.5 in a --config file",
+         ("train", "--config", "half.yaml"), ("invalid value 32.5 for 'batch_size'", "expected an integer"),
+         text("half.yaml", "batch_size: 32.5\n")),
+    Case("seed-too-large", "--seed 2**63 (exact, out of range)", ("train", "--seed", str(2**63)),
+         (f"invalid value {2**63} for 'seed'", "an integer >= 0")),
+    Case("log-every-fraction", "--log_every 0.5", ("train", "--log_every", "0.5"),
+         ("invalid value '0.5' for 'log_every'",)),
+    # names and paths
+    Case("name-path-traversal", "--name ../../x (outputs outside outputs/)",
+         (*TRAIN, "--name", "../../x"), ("invalid run name '../../x' (from --name)",
+                                          "holds a path separator", "Give a plain name")),
+    Case("name-dotdot", "--name ..", (*TRAIN, "--name", ".."), ("invalid run name '..'", "holds '..'")),
+    Case("name-backslash", "--name with a backslash", (*TRAIN, "--name", "a\\b"),
+         ("holds a path separator",)),
+    Case("name-from-wandb-name", "WANDB_NAME=../escape", TRAIN,
+         ("invalid run name '../escape' (from WANDB_NAME)",), env={"WANDB_NAME": "../escape"}),
+    Case("name-control-characters", "--name with a screen-clear escape", (*TRAIN, "--name", "a" + ESC),
+         ("holds control characters", "\\x1b[2J"), subprocess=True),
+    Case("name-too-long", "--name of 300 characters", (*TRAIN, "--name", "n" * 300),
+         ("longer than 128 characters",)),
+    # data problems found before the first byte is written
+    Case("data-truncated-test-images", "a truncated t10k-images file (found before any store row)",
+         ("train", "--data-dir", "data", "--mode", "offline", *TINY_ARGS),
+         ("t10k-images-idx3-ubyte is truncated", "delete that folder", "data prepare --dataset mnist"),
+         data_copy(cut("t10k-images-idx3-ubyte", 5000))),
+    Case("data-truncated-train-labels", "a truncated train-labels file",
+         ("train", "--data-dir", "data", "--mode", "offline", *TINY_ARGS),
+         ("train-labels-idx1-ubyte is truncated",), data_copy(cut("train-labels-idx1-ubyte", 100))),
+    Case("data-label-count-mismatch", "300 labels for 400 training images",
+         ("train", "--data-dir", "data", "--mode", "offline", *TINY_ARGS),
+         ("has 300 labels for 400 images",), data_copy(fewer_labels)),
+    Case("data-not-idx", "an HTML page saved as t10k-labels", ("train", "--data-dir", "data", "--mode", "offline"),
+         ("t10k-labels-idx1-ubyte is not an IDX labels file",), data_copy(not_idx)),
+    Case("batch-size-over-split", "--batch_size 1000 over a 350-image training split",
+         (*TRAIN, "--batch_size", "1000"), ("invalid value 1000 for 'batch_size'",
+                                            "training split (350 images: 400 less val_size 50)",
+                                            "--batch_size 64")),
+    Case("heartbeat-env-out-of-range", "CNN_TRACKER_HEARTBEAT_SECONDS=1e9", ("agent", "abc12345"),
+         ("CNN_TRACKER_HEARTBEAT_SECONDS='1e9'",), env={"CNN_TRACKER_HEARTBEAT_SECONDS": "1e9"}),
+    # sweeps
+    Case("sweep-missing-program", "a sweep file without program: (W&B requires it)",
+         ("sweep", "validate", "s.yaml"), ("program: missing", "W&B's agent requires it",
+                                           "add 'program: cnn_tracker/__main__.py'"),
+         sweep_file("s.yaml", program=None)),
+    Case("sweep-missing-program-default-command", "no program: and no command: (W&B's default uses ${program})",
+         ("sweep", "create", "s.yaml", "--offline"), ("program: missing (the command uses ${program})",),
+         sweep_file("s.yaml", program=None, command=None)),
+    Case("sweep-grid-too-large", "a grid of 10^6 points (counted, never enumerated)",
+         ("sweep", "validate", "g.yaml"), ("method grid has 1e+06 points", "more than 100000",
+                                           "use method random or bayes"),
+         sweep_file("g.yaml", parameters=BIG_GRID)),
+    Case("sweep-grid-huge-int-range", "a grid over seed 0..10^12 (int_uniform)",
+         ("sweep", "create", "g.yaml", "--offline"), ("method grid has 1e+12 points",),
+         sweep_file("g.yaml", parameters={"seed": {"min": 0, "max": 10**12}})),
+    Case("gpus-without-gpu", "agent --gpus 0 on a machine without a GPU",
+         ("agent", "x", "--gpus", "0"), ("--gpus 0: no CUDA GPU is visible here", "--agents N"),
+         skip=NO_GPU_ONLY),
+    Case("gpus-not-visible", "agent --gpus 99 (more GPUs than visible)", ("agent", "x", "--gpus", "0,99"),
+         ("GPU 99 is not visible here",), skip="" if HAS_GPU else "no CUDA GPU is visible here"),
+    # one output folder, one run
+    Case("output-dir-in-use", "--output-dir that a running run holds",
+         (*TRAIN, "--output-dir", "out"), ("output folder", "/out is in use by run abc12345 (process 4242)",
+                                           "give another --output-dir"), locked_folder("out")),
+    Case("name-folder-in-use", "--name whose outputs/<name> a running run holds",
+         (*TRAIN, "--name", "exp1"), ("outputs/exp1 is in use by run abc12345",),
+         locked_folder("outputs/exp1")),
+    # text from files reaches the terminal escaped
+    Case("terminal-escape-in-checkpoint-name", "a checkpoint path holding terminal escapes",
+         ("evaluate", f"x{ESC}.pt"), ("\\x1b]0;owned\\x07\\x1b[2J.pt' does not exist",), subprocess=True),
+    Case("terminal-escape-in-sweep-name", "a sweep file name holding terminal escapes",
+         ("sweep", "validate", f"s{ESC}.yaml"), ("s\\x1b]0;owned",)),
+    Case("terminal-escape-in-config-key", "a --config key holding terminal escapes",
+         ("train", "--config", "esc.yaml"), ("unknown config key 'a\\x1b[2J'",),
+         text("esc.yaml", '"a\\x1b[2J": 1\n')),
 ]
 
 
@@ -490,7 +838,7 @@ def params() -> list:
 
 
 def test_catalogue_is_complete():
-    assert len(CASES) >= 34
+    assert len(CASES) >= 115
     assert len({c.id for c in CASES}) == len(CASES)
     assert sum(c.subprocess for c in CASES) >= 2
 

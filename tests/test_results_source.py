@@ -102,7 +102,7 @@ def test_an_unknown_id_without_a_key_is_the_store_error():
     with pytest.raises(UserError) as err:
         open_source("nope1234", store, what="sweep 'nope1234'")
     assert str(err.value) == (
-        f"sweep 'nope1234' is not in the local run store {store.root}, and no W&B API key is "
+        f"sweep 'nope1234' is not in the local run store {store.where}, and no W&B API key is "
         "configured to look it up on W&B: check the id, pass --store / set CNN_TRACKER_STORE to "
         "the store that holds it, or set WANDB_API_KEY.")
     with pytest.raises(UserError, match="run 'ghost' is not in the local run store"):

@@ -169,7 +169,7 @@ def test_best_download_verifies_every_manifest_file(algorithm, monkeypatch, chec
 
 # -- 2. the API key is never written anywhere ---------------------------------------------------
 SWEEP = {
-    "method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
+    "program": "cnn_tracker/__main__.py", "method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
     "command": ["${env}", "${interpreter}", "-m", "cnn_tracker", "train", "${args}"],
     "parameters": {"model": {"value": "mlp"}, "epochs": {"value": 1}, "batch_size": {"value": 32},
                    "val_size": {"value": 50}, "log_misclassified": {"value": 8},

@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cnn_tracker.config import TrainConfig
 from cnn_tracker.errors import CheckpointError
-from cnn_tracker.training.checkpoint import FORMAT, atomic_save
+from cnn_tracker.training.checkpoint import atomic_save, make_checkpoint
+from cnn_tracker.training.data import SPECS
+from cnn_tracker.training.models import build_model, model_args
 from cnn_tracker.training.state import (
     REQUIRED,
     CheckpointFiles,
@@ -29,10 +32,12 @@ def a_state() -> TrainState:
 
 
 def a_checkpoint(resume: dict) -> dict:
-    """The keys load_checkpoint requires, with ``resume`` as the resume section."""
-    return {"format": FORMAT, "model": "mlp", "model_args": {}, "state_dict": {"w": torch.ones(2)},
-            "config": {}, "dataset": "mnist", "class_names": [], "normalization": {},
-            "resume": resume}
+    """A valid checkpoint (an mlp's, as load_checkpoint checks it), with ``resume`` as the
+    resume section."""
+    model = build_model("mlp", model_args("mlp"))
+    ckpt = make_checkpoint(model, "mlp", model_args("mlp"), TrainConfig(model="mlp"),
+                           SPECS["mnist"], 1, {})
+    return {**ckpt, "resume": resume}
 
 
 def assert_same(a: TrainState, b: TrainState) -> None:
@@ -66,7 +71,8 @@ def test_round_trip_through_a_file(tmp_path):
     path = atomic_save(a_checkpoint(state.to_dict()), tmp_path / "resume.pt")
     ckpt, loaded = load_resume(path)
     assert_same(state, loaded)
-    assert torch.equal(loaded.weights["w"], ckpt["state_dict"]["w"])
+    key = "head.3.weight"
+    assert torch.equal(loaded.weights[key], ckpt["state_dict"][key])
 
 
 def test_optional_keys_may_be_missing(tmp_path):

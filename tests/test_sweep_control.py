@@ -39,7 +39,7 @@ def fast_heartbeat(monkeypatch):
 
 def make_sweep(tmp_path: Path, code: str = "pass", values=(0.01, 0.02, 0.03)) -> str:
     config = {"method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
-              "command": ["${env}", "${interpreter}", "-c", code],
+              "program": "cnn_tracker/__main__.py", "command": ["${env}", "${interpreter}", "-c", code],
               "parameters": {"lr": {"values": list(values)}}}
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(config))

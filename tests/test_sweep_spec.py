@@ -17,18 +17,20 @@ from click.testing import CliRunner
 from cnn_tracker.cli import cli
 from cnn_tracker.config import make_config
 from cnn_tracker.runs import lifecycle
-from cnn_tracker.search import spec
+from cnn_tracker.search import draws
 from cnn_tracker.search.agent import run_agent
 from cnn_tracker.search.engine import import_sweeps
 from cnn_tracker.search.scheduler import claim_trial, target_reached
 from cnn_tracker.search.spec import validate
 from cnn_tracker.store.db import Store
 
-FAST = ["${env}", "${interpreter}", "-c", "pass"]
+# Judged as a sweep of `cnn-tracker train` (its words name `-m cnn_tracker train`), and a trial
+# of it does nothing at once (`python -c pass` ignores the rest).
+FAST = ["${env}", "${interpreter}", "-c", "pass", "-m", "cnn_tracker", "train"]
 
 
 def sweep_of(parameters: dict, **extra) -> dict:
-    return {"method": "random", "run_cap": 5, "command": FAST,
+    return {"method": "random", "run_cap": 5, "command": FAST, "program": "cnn_tracker/__main__.py",
             "metric": {"name": "val/accuracy", "goal": "maximize"}, "parameters": parameters,
             **extra}
 
@@ -100,7 +102,7 @@ CASES = {
 
 
 def test_every_schema_distribution_is_covered():
-    assert schema_distributions() == set(spec.DISTRIBUTIONS) == set(CASES)
+    assert schema_distributions() == set(draws.DISTRIBUTIONS) == set(CASES)
 
 
 @pytest.mark.parametrize("dist", sorted(CASES))
@@ -243,7 +245,7 @@ lifecycle.finish(store, run_id, "finished", summary={"val/accuracy": acc})
 
 
 def test_an_agent_finishes_the_sweep_when_a_run_reaches_the_target(tmp_path):
-    config = {"method": "grid", "command": ["${env}", "${interpreter}", "-c", REPORTING_TRIAL,
+    config = {"method": "grid", "program": "cnn_tracker/__main__.py", "command": ["${env}", "${interpreter}", "-c", REPORTING_TRIAL,
                                             "${args}"],
               "metric": {"name": "val/accuracy", "goal": "maximize", "target": 0.9},
               "parameters": {"lr": {"values": [0.5, 0.95, 0.2, 0.3]}}}

@@ -46,7 +46,7 @@ TINY = {"model": {"value": "mlp"}, "epochs": {"value": 1}, "batch_size": {"value
 
 def tiny_sweep(method: str, searched: dict, **extra) -> dict:
     return {"method": method, "metric": {"name": "val/accuracy", "goal": "maximize"},
-            "command": COMMAND, "parameters": {**TINY, **searched}, **extra}
+            "program": "cnn_tracker/__main__.py", "command": COMMAND, "parameters": {**TINY, **searched}, **extra}
 
 
 def create(config: dict, tmp_path: Path) -> str:

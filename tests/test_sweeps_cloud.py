@@ -76,7 +76,9 @@ def test_sweep_create_online_refuses_an_invalid_file_before_calling_wandb(monkey
 
     monkeypatch.setattr(wandb, "sweep", lambda *a, **k: pytest.fail("must not be called"))
     bad = tmp_path / "bad.yaml"
-    bad.write_text("method: bayes\nparameters: {lr_rate: {values: [0.1]}}\n")
+    bad.write_text("method: bayes\nprogram: cnn_tracker/__main__.py\ncommand: ['${env}', "
+                   "'${interpreter}', -m, cnn_tracker, train, '${args}']\n"
+                   "parameters: {lr_rate: {values: [0.1]}}\n")
     result = CliRunner().invoke(cli, ["sweep", "create", str(bad)])
     assert result.exit_code == 2 and "lr_rate" in result.output
 
@@ -89,7 +91,8 @@ def test_sweep_create_without_key_falls_back_to_the_local_store():
     assert out["mode"] == "offline" and Path(out["store"], "store.db").is_file()
 
 
-def test_online_agents_one_per_gpu(fake_popen, api_key):
+def test_online_agents_one_per_gpu(fake_popen, api_key, monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 4)  # --gpus must name visible GPUs
     result = CliRunner().invoke(cli, ["agent", "team/proj/abc123", "--gpus", "0,1,3", "--count", "5",
                                       "--stagger", "0"])
     assert result.exit_code == 0, result.output
@@ -105,7 +108,8 @@ def test_online_agents_one_per_gpu(fake_popen, api_key):
         assert proc.new_session
 
 
-def test_local_agents_one_per_gpu(fake_popen, tmp_path):
+def test_local_agents_one_per_gpu(fake_popen, tmp_path, monkeypatch):
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)  # --gpus must name visible GPUs
     sweep = json.loads(CliRunner().invoke(
         cli, ["sweep", "create", str(REPO / "sweeps" / "smoke_random.yaml"), "--offline", "--json"]
     ).output)["sweep_id"]

@@ -61,7 +61,8 @@ def run_real_agent(monkeypatch, on_epoch, *, forward_signals: bool) -> list[dict
     from wandb.apis.public import sweeps as sweeps_api
 
     config = {"method": "random", "metric": {"name": "val/accuracy", "goal": "maximize"},
-              "command": COMMAND, "parameters": {k: {"value": v} for k, v in PARAMS.items()}}
+              "program": "cnn_tracker/__main__.py", "command": COMMAND,
+              "parameters": {k: {"value": v} for k, v in PARAMS.items()}}
     sent: list[dict] = []
     state = {"beats": 0, "launched": False}
 

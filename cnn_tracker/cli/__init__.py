@@ -15,6 +15,8 @@ import click
 
 from cnn_tracker import __version__, env
 from cnn_tracker.errors import UserError
+from cnn_tracker.inputs import printable
+from cnn_tracker.store.location import mask_urls
 
 
 @dataclass
@@ -28,7 +30,7 @@ class UserErrorToClick(click.ClickException):
     """A UserError, shown by click as one ``Error: ...`` line (also under ``CliRunner``)."""
 
     def __init__(self, error: UserError):
-        super().__init__(error.message)
+        super().__init__(printable(error.message, keep_newlines=True))  # text from files, escaped
         self.exit_code = error.exit_code
 
 
@@ -83,11 +85,12 @@ def main() -> None:
     except UserError as exc:  # raised outside a command (e.g. reading .env)
         if debug:
             raise
-        click.echo(f"Error: {exc.message}", err=True)
+        click.echo(f"Error: {printable(mask_urls(exc.message), keep_newlines=True)}", err=True)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
         if debug:
             raise exc.__cause__ or exc
+        exc.message = printable(mask_urls(exc.message), keep_newlines=True)
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:

@@ -10,8 +10,9 @@ import click
 from cnn_tracker.env import DEFAULT_STORE, STORE_VAR
 
 STORE_OPTION = click.option(
-    "--store", "store_dir", metavar="DIR",
-    help=f"Local run store folder [default: {STORE_VAR} or ./{DEFAULT_STORE}].")
+    "--store", "store_dir", metavar="DIR|URL",
+    help=f"Run store: a folder (SQLite, one machine) or postgresql://USER:PASS@HOST:PORT/DB "
+         f"(many machines) [default: {STORE_VAR} or ./{DEFAULT_STORE}].")
 
 
 def open_store(store_dir: str | None):

@@ -8,6 +8,7 @@ import click
 
 from cnn_tracker import env
 from cnn_tracker.cli.common import echo_json
+from cnn_tracker.inputs import printable
 
 
 def checkpoint_path(ref: str) -> Path:
@@ -54,10 +55,11 @@ def evaluate(checkpoint, dataset, data_dir, device, batch_size, output_dir, plot
             **report.summary(), "plots": written,
         })
         return
-    click.echo(f"{path}: {ckpt['model']} trained on {ckpt['dataset']} (epoch {ckpt.get('epoch')})")
+    click.echo(printable(f"{path}: {ckpt['model']} trained on {ckpt['dataset']} "
+                         f"(epoch {ckpt.get('epoch')})"))
     click.echo(text_tables(report))
     if written:
-        click.echo(f"plots written to {output_dir}")
+        click.echo(printable(f"plots written to {output_dir}"))
 
 
 @click.command()
@@ -84,7 +86,7 @@ def predict(checkpoint, images, top_k, device, show_dir, as_json) -> None:
         return
     for r in results:
         top = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top"])
-        click.echo(f"{r['image']}: {r['predicted']}  ({top})")
+        click.echo(printable(f"{r['image']}: {r['predicted']}  ({top})"))
     if show_dir is not None:
         click.echo(f"inputs as the model saw them written to {show_dir}", err=True)
 

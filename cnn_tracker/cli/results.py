@@ -14,6 +14,7 @@ from cnn_tracker.config import (
     unknown_key_error,
 )
 from cnn_tracker.errors import UserError
+from cnn_tracker.inputs import printable
 
 
 @sweep.command("status")
@@ -30,7 +31,7 @@ def sweep_status(sweep_id, store_dir, as_json) -> None:
     if as_json:
         echo_json(status)
     else:
-        click.echo(format_status(status))
+        click.echo(printable(format_status(status), keep_newlines=True))
 
 
 @sweep.command("list")
@@ -46,10 +47,10 @@ def sweep_list(store_dir, as_json) -> None:
     if as_json:
         echo_json(items)
     elif not items:
-        click.echo(f"no sweeps in {store.root} yet; create one with "
+        click.echo(f"no sweeps in {store.where} yet; create one with "
                    "`cnn-tracker sweep create sweeps/smoke_random.yaml --offline`")
     else:
-        click.echo(format_list(items))
+        click.echo(printable(format_list(items), keep_newlines=True))
 
 
 @click.command()
@@ -97,7 +98,7 @@ def best(target, metric, goal, download, link_to, entity, store_dir, as_json) ->
     if as_json:
         echo_json(found)
     else:
-        click.echo(format_best(target, found))
+        click.echo(printable(format_best(target, found), keep_newlines=True))
         if link_to:
             click.echo(f"linked to the W&B Registry: {found['linked']}")
 

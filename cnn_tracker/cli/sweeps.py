@@ -9,6 +9,7 @@ import click
 from cnn_tracker import env
 from cnn_tracker.cli.common import STORE_OPTION, cloud_or_fail, echo_json, open_store
 from cnn_tracker.errors import UserError
+from cnn_tracker.inputs import clip, printable
 from cnn_tracker.store.db import STALE_SECONDS
 
 
@@ -23,13 +24,15 @@ def sweep() -> None:
 def sweep_validate(file: str) -> None:
     """Check FILE against W&B's sweep schema and our train config keys and values (exit 0 or 2)."""
     from cnn_tracker.results.source import searched_parameters
-    from cnn_tracker.search.spec import load_checked
+    from cnn_tracker.search.spec import grid_size, load_checked
 
-    config = load_checked(file, warn=lambda line: click.echo(line, err=True))
+    config = load_checked(file, warn=lambda line: click.echo(printable(line), err=True))
     n, total = len(searched_parameters(config)), len(config.get("parameters") or {})
-    click.echo(f"{file}: valid ({config.get('method')} over {n} searched parameter(s) and "
-               f"{total - n} constant(s), "
-               f"metric {(config.get('metric') or {}).get('name', 'none')})")
+    size = grid_size(config)
+    click.echo(printable(f"{file}: valid ({config.get('method')} over {n} searched parameter(s) "
+                         f"and {total - n} constant(s), "
+                         + (f"{size} grid points, " if size is not None else "")
+                         + f"metric {(config.get('metric') or {}).get('name', 'none')})"))
 
 
 @sweep.command("create")
@@ -48,7 +51,7 @@ def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
     from cnn_tracker.search.create import create_sweep
 
     made = create_sweep(file, offline=offline, project=project, entity=entity, store_dir=store_dir,
-                        warn=lambda line: click.echo(line, err=True))
+                        warn=lambda line: click.echo(printable(line), err=True))
     if as_json:
         echo_json({"sweep_id": made.sweep_id, "mode": made.mode, "project": made.project,
                    "store": made.where, "method": made.method, "agent_command": made.agent_command})
@@ -59,18 +62,27 @@ def sweep_create(file, offline, project, entity, store_dir, as_json) -> None:
 
 
 def _parse_gpus(value: str | None) -> list[str] | None:
+    """The GPU indices of ``--gpus`` (or all visible ones), each visible here."""
     if value is None:
         return None
-    if value.strip().lower() == "all":
-        import torch
+    import torch
 
-        n = torch.cuda.device_count()
+    n = torch.cuda.device_count()
+    if value.strip().lower() == "all":
         if n == 0:
             raise UserError("--gpus all: no CUDA GPU is visible here. Use --agents N on CPU.")
         return [str(i) for i in range(n)]
     gpus = [g.strip() for g in value.split(",") if g.strip()]
     if not gpus or not all(g.isdigit() for g in gpus) or len(set(gpus)) != len(gpus):
-        raise UserError(f"invalid --gpus {value!r}: give distinct GPU indices like 0,1,2 (or 'all').")
+        raise UserError(f"invalid --gpus {clip(value)}: give distinct GPU indices like 0,1,2 (or "
+                        "'all').")
+    if n == 0:
+        raise UserError(f"--gpus {value}: no CUDA GPU is visible here, so no agent could use "
+                        "one. Use --agents N on CPU.")
+    missing = [g for g in gpus if int(g) >= n]
+    if missing:
+        raise UserError(f"--gpus {value}: GPU {missing[0]} is not visible here ({n} GPU(s): "
+                        f"0 to {n - 1}). Give indices of visible GPUs, or 'all'.")
     return gpus
 
 
@@ -90,7 +102,8 @@ def _parse_gpus(value: str | None) -> list[str] | None:
 @click.option("--stale-after", type=click.FloatRange(min=1), default=STALE_SECONDS, show_default=True,
               metavar="SECONDS", help="Mark a running trial of a local sweep crashed when its "
               "heartbeat is this old (its process was killed).")
-@click.option("--name", default="agent", hidden=True)
+@click.option("--name", default="agent", show_default=True, help="This agent's name, recorded "
+              "with its trials (with --agents/--gpus: NAME-0, NAME-1, ...); e.g. the machine's.")
 @click.option("--verbose", is_flag=True, help="Echo everything the trials print (by default: one "
               "line per trial start, epoch and end; a trial's full output is always in its log "
               "file in the store's sweep folder).")
@@ -111,6 +124,7 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
         agent_slots,
         launch,
         local_agent_command,
+        store_environ,
         wandb_agent_command,
         wandb_agent_env,
     )
@@ -120,9 +134,9 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
         raise UserError(f"--stale-after {stale_after:g} is shorter than three heartbeats "
                         f"({stale_floor:g} s): live trials would be marked crashed. Give at least "
                         f"{stale_floor:g}, or lower {env.HEARTBEAT_VAR}.")
-    gpu_list = _parse_gpus(gpus)
-    if gpu_list and agents != 1:
+    if gpus is not None and agents != 1:
         raise UserError("give either --gpus (one agent per GPU) or --agents N (CPU), not both.")
+    gpu_list = _parse_gpus(gpus)
     slots = agent_slots(gpu_list, agents)
     store = open_store(store_dir)
     local = store.find_sweep(sweep_id)  # a W&B sweep path is never a local id
@@ -133,10 +147,11 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
                                echo=click.echo, stream=verbose, progress=not quiet_trials,
                                stale_seconds=stale_after))
         commands = [local_agent_command(sweep_id, store=store, count=count,
-                                        max_failures=max_failures, name=f"agent-{i}",
+                                        max_failures=max_failures, name=f"{name}-{i}",
                                         stale_after=stale_after)
                     for i in range(len(slots))]
-        sys.exit(launch(commands, slots, stagger=1.0 if stagger is None else stagger, echo=click.echo))
+        sys.exit(launch(commands, [{**store_environ(store), **slot} for slot in slots],
+                        stagger=1.0 if stagger is None else stagger, echo=click.echo))
     cloud_or_fail(f"sweep '{sweep_id}'", store)
     from cnn_tracker.results.remote import sweep_path
 

@@ -8,7 +8,6 @@ objects (W&B's ``${args_no_hyphens}`` and ``${args_json}``) work too.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -27,6 +26,7 @@ from cnn_tracker.config import (
     unknown_key_error,
 )
 from cnn_tracker.errors import UserError, closest
+from cnn_tracker.inputs import clip, load_json
 
 _HELP = {  # one line per key for --help; units and ranges live in config.py comments too
     "dataset": "mnist or fashion-mnist",
@@ -96,18 +96,18 @@ def _extra_values(extra: tuple[str, ...]) -> dict[str, Any]:
     for token in extra:
         if token.lstrip().startswith("{"):
             try:
-                obj = json.loads(token)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"argument {token!r} is not a valid JSON object ({exc.msg}): pass "
+                obj = load_json(token)
+            except ValueError as exc:
+                raise UserError(f"argument {clip(token)} is not a valid JSON object ({exc}): pass "
                                 "hyperparameters as '{\"lr\": 0.01}', key=value or --key value.") from None
             if not isinstance(obj, dict):
-                raise UserError(f"argument {token!r} must be a JSON object of hyperparameters.")
+                raise UserError(f"argument {clip(token)} must be a JSON object of hyperparameters.")
             values.update(obj)
         elif "=" in token and not token.startswith("-"):
             key, value = token.split("=", 1)
             values[key.strip().replace("-", "_")] = value
         else:
-            raise UserError(f"unexpected argument {token!r}: `cnn-tracker train` takes --key value "
+            raise UserError(f"unexpected argument {clip(token)}: `cnn-tracker train` takes --key value "
                             "options, key=value pairs or a JSON object. See `cnn-tracker train --help`.")
     return values
 

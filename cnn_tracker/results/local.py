@@ -46,15 +46,17 @@ def silent_seconds(run: Run, now: float | None = None) -> float | None:
     return age if age > STALE_SECONDS else None
 
 
-def run_row(run: Run, params: list[str], metric: str, goal: str) -> dict[str, Any]:
-    silent = silent_seconds(run)
+def run_row(run: Run, params: list[str], metric: str, goal: str, now: float) -> dict[str, Any]:
+    """``now``: the store's clock (heartbeats and start times are written by it)."""
+    silent = silent_seconds(run, now)
+    seconds = run.duration(now)
     return {
         "id": run.id, "name": run.name, "state": run.state, "stale": silent is not None,
         "no_heartbeat_s": round(silent) if silent is not None else None,
         "params": {k: run.params.get(k, run.config.get(k)) for k in params},
         "metric": run.best_metric(metric, goal), "epochs": run.epochs,
         "test/accuracy": run.summary.get("test/accuracy"),
-        "seconds": round(run.seconds, 1) if run.seconds is not None else None,
+        "seconds": round(seconds, 1) if seconds is not None else None,
         "message": run.message,
     }
 
@@ -68,16 +70,17 @@ def _status(store: Store, sweep: Sweep) -> dict[str, Any]:
     metric, goal = sweep_metric(sweep.config)
     params = searched_parameters(sweep.config)
     runs = store.runs(sweep_id=sweep.id)
+    now = store.clock()
     best = _best(runs, metric, goal)
     counts: dict[str, int] = {}
     for r in runs:
         counts[r.state] = counts.get(r.state, 0) + 1
     return {
-        "sweep": sweep.id, "source": "local", "store": str(store.root), "name": sweep.name,
+        "sweep": sweep.id, "source": "local", "store": store.where, "name": sweep.name,
         "project": sweep.project, "method": sweep.method, "state": sweep.state,
         "message": sweep.message, "run_cap": sweep.run_cap,
         "metric": {"name": metric, "goal": goal}, "parameters": params, "counts": counts,
-        "runs": [run_row(r, params, metric, goal) for r in runs],
+        "runs": [run_row(r, params, metric, goal, now) for r in runs],
         "best": best.id if best else None,
     }
 
@@ -108,23 +111,34 @@ def best_local(store: Store, target: str, metric: str | None, goal: str | None) 
         if not runs:
             return None
         metric, goal = resolve_goal(metric, goal, None)
-    candidates = [r for r in runs if r.checkpoint and Path(r.checkpoint).is_file()]
+    stored = store.stored_checkpoints()
+    candidates = [r for r in runs if r.id in stored or (r.checkpoint and Path(r.checkpoint).is_file())]
     best = _best(candidates, metric, goal)
     if best is None:
         raise UserError(f"no finished run of '{target}' with a checkpoint has the metric "
-                        f"'{metric}' yet ({len(runs)} run(s) recorded in {store.root}).")
+                        f"'{metric}' yet ({len(runs)} run(s) recorded in {store.where}).")
     return {
         "source": "local", "target": target, "run_id": best.id, "run_name": best.name,
         "state": best.state, "sweep": best.sweep_id, "config": best.config,
         "metric": {"name": metric, "goal": goal, "value": best.best_metric(metric, goal)},
         "metrics": numeric_summary(best.summary), "checkpoint": best.checkpoint,
+        "checkpoint_sha256": stored.get(best.id), "host": best.host,
         "wandb_dir": best.wandb_dir, "output_dir": best.output_dir,
     }
 
 
-def copy_checkpoint(path: str, folder: Path) -> Path:
-    """Copy a local best checkpoint to ``folder/best.pt`` (the name the W&B artifact uses)."""
-    return atomic_write(Path(folder) / "best.pt", Path(path).read_bytes())
+def copy_checkpoint(store: Store, found: dict[str, Any], folder: Path) -> Path:
+    """The best checkpoint into ``folder/best.pt`` (the name the W&B artifact uses): from the
+    store (any machine; its digest checked), else from the run's folder on this machine."""
+    data = store.checkpoint_bytes(found["run_id"]) if found.get("checkpoint_sha256") else None
+    if data is None:
+        path = found.get("checkpoint")
+        if not path or not Path(path).is_file():
+            raise UserError(f"the best checkpoint of run {found['run_id']} is not in {store.where} "
+                            f"and not on this machine ({path}, written on {found.get('host')}): "
+                            "download it there, or from its W&B artifact.")
+        data = Path(path).read_bytes()
+    return atomic_write(Path(folder) / "best.pt", data)
 
 
 def row_from_store(run: Run, metric: str) -> Row:
@@ -154,7 +168,7 @@ class LocalSource(RunSource):
 
     def __init__(self, store: Store):
         self.store = store
-        self.where = f"local store {store.root}"
+        self.where = f"local store {store.where}"
 
     def missing(self, *, target: str | None, project: str | None,
                 run_ids: list[str] | None) -> str | None:
@@ -181,7 +195,7 @@ class LocalSource(RunSource):
         return found
 
     def fetch_checkpoint(self, found: dict[str, Any], folder: Path) -> Path:
-        return copy_checkpoint(found["checkpoint"], folder)
+        return copy_checkpoint(self.store, found, folder)
 
     def rows(self, *, sweep: str | None, project: str | None, run_ids: list[str] | None,
              metric: str = FALLBACK_METRIC) -> tuple[list[Row], dict[str, Any] | None]:
@@ -191,7 +205,7 @@ class LocalSource(RunSource):
             for run_id in run_ids:
                 run = store.run(run_id)
                 if run is None:
-                    raise UserError(f"run '{run_id}' is not in the local run store {store.root}: check the "
+                    raise UserError(f"run '{run_id}' is not in the local run store {store.where}: check the "
                                     "id (`cnn-tracker sweep status SWEEP_ID` lists run ids) or pass --store.")
                 runs.append(run)
             return [row_from_store(r, metric) for r in runs], None

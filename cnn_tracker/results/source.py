@@ -103,7 +103,7 @@ class RunSource(ABC):
 
 def not_found_error(what: str, store: Store) -> UserError:
     """Neither in the local store nor reachable on W&B (no API key)."""
-    return UserError(f"{what} is not in the local run store {store.root}, and no W&B API key is "
+    return UserError(f"{what} is not in the local run store {store.where}, and no W&B API key is "
                      f"configured to look it up on W&B: check the id, pass --store / set "
                      f"{env.STORE_VAR} to the store that holds it, or set WANDB_API_KEY.")
 

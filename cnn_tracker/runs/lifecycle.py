@@ -5,6 +5,7 @@
      └──start (a run started by hand)────────────────────────────┘          failed | crashed
                               └──requeue_preempted── preempted                      | killed
     an end state ──start (train --resume)──▶ running;   reap_stale: pending | running ──▶ crashed
+    crashed (reaped) ──finish (the run's own report, late)──▶ its end state
 
 Agents (one process), trials (another) and readers all call these functions; a read
 (``sweep status``) never writes. Each move is one conditional UPDATE (``store.transition``), so
@@ -17,14 +18,18 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import threading
-import time
 from typing import Any
 
 from cnn_tracker import env
 from cnn_tracker.errors import UserError
-from cnn_tracker.store.db import ACTIVE_STATES, STALE_SECONDS, TERMINAL_STATES, Store
+from cnn_tracker.store.db import (
+    ACTIVE_STATES,
+    NOW,
+    STALE_SECONDS,
+    TERMINAL_STATES,
+    Store,
+)
 from cnn_tracker.store.records import Run, Sweep, new_id
 
 # state -> the states it may move to. "new" = no row yet.
@@ -34,6 +39,8 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     "running": TERMINAL_STATES,
     "preempted": ("pending", "running"),
     **{s: ("running",) for s in TERMINAL_STATES if s != "preempted"},  # train --resume
+    # a run reaped as crashed (silent: e.g. its database was away) that reports its own end
+    "crashed": ("running", *(s for s in TERMINAL_STATES if s != "crashed")),
 }
 
 
@@ -56,9 +63,9 @@ def reserve_trial(store: Store, sweep: Sweep, params: dict[str, Any], info: dict
                   *, agent: str, expect_seq: int) -> Run | None:
     """new -> pending: a trial of ``sweep`` with ``params``, for ``agent``; None when another
     agent added a run since ``expect_seq`` (suggest again)."""
-    run_id, now = new_id(), time.time()
+    run_id = new_id()
     fields = {"id": run_id, "project": sweep.project, "state": "pending", "params": params,
-              "search_info": info, "agent": agent, "heartbeat_at": now}
+              "search_info": info, "agent": agent, "heartbeat_at": NOW}
     if not store.insert_trial(sweep.id, fields, expect_seq=expect_seq, cap=sweep.run_cap):
         return None
     return store.run(run_id)
@@ -70,42 +77,41 @@ def requeue_preempted(store: Store, sweep_id: str, agent: str) -> Run | None:
     already finished (its run_cap counted them) or stopped: their results are part of it."""
     for run_id in store.ids_where(("preempted",), sweep_id=sweep_id):
         if store.transition(run_id, "pending", ("preempted",),
-                            {"agent": agent, "host": socket.gethostname(),
-                             "heartbeat_at": time.time()}):
+                            {"agent": agent, "host": socket.gethostname(), "heartbeat_at": NOW}):
             return store.run(run_id)
     return None
 
 
 def launched(store: Store, run_id: str, pid: int, log_path: str) -> bool:
     """pending -> running: the agent started the trial's process (whatever program it runs)."""
-    now = time.time()
     run = store.run(run_id)
     return store.transition(run_id, "running", ("pending",),
-                            {"pid": pid, "log_path": log_path, "heartbeat_at": now,
-                             "started_at": (run.started_at if run else None) or now})
+                            {"pid": pid, "log_path": log_path, "heartbeat_at": NOW,
+                             "started_at": (run.started_at if run else None) or NOW})
 
 
 def end_by_agent(store: Store, run_id: str, state: str, *, exitcode: int | None,
-                 message: str | None = None) -> bool:
+                 message: str | None = None, summary: dict[str, Any] | None = None) -> bool:
     """The trial's process ended: record ``state`` unless the trial recorded its own end.
 
     ``exitcode`` is recorded either way: the process's exit code is known only to its agent.
+    ``summary``: what the agent read from a foreign program's own W&B run.
     """
-    ended = _end(store, run_id, state, ACTIVE_STATES, message=message)
+    ended = _end(store, run_id, state, ACTIVE_STATES, message=message, summary=summary)
     if exitcode is not None:
         store.update_run(run_id, {"exitcode": exitcode})
     return ended
 
 
 def reap_stale(store: Store, timeout: float = STALE_SECONDS) -> list[str]:
-    """running/pending -> crashed for runs whose process stopped sending heartbeats."""
-    cutoff = time.time() - timeout
+    """running/pending -> crashed for runs whose process stopped sending heartbeats (silent
+    for ``timeout`` seconds of the database's clock: hosts' own clocks may disagree)."""
     reaped = []
-    for run_id in store.ids_where(ACTIVE_STATES, heartbeat_before=cutoff):
+    for run_id in store.ids_where(ACTIVE_STATES, silent_for=timeout):
         if store.transition(run_id, "crashed", ACTIVE_STATES,
-                            {"ended_at": time.time(),
+                            {"ended_at": NOW,
                              "message": f"no heartbeat for {timeout:.0f} s: the process vanished"},
-                            heartbeat_before=cutoff):
+                            silent_for=timeout):
             reaped.append(run_id)
     return reaped
 
@@ -154,17 +160,16 @@ def start(store: Store, run_id: str, *, sweep_id: str | None, project: str | Non
 
     ``params`` (the swept values) only matter for a run inserted here, e.g. an imported one.
     """
-    now = time.time()
     fields = {"name": name, "config": config, "output_dir": output_dir, "wandb_dir": wandb_dir,
-              "pid": os.getpid(), "host": socket.gethostname(), "heartbeat_at": now,
+              "pid": os.getpid(), "host": socket.gethostname(), "heartbeat_at": NOW,
               "ended_at": None, "exitcode": None, "message": None}
     existing = store.run(run_id)
     if existing is None:
         store.insert_run({**fields, "id": run_id, "sweep_id": sweep_id, "project": project,
-                          "state": "running", "params": params or {}, "created_at": now,
-                          "started_at": now})
+                          "state": "running", "params": params or {}, "created_at": NOW,
+                          "started_at": NOW})
         return
-    fields["started_at"] = existing.started_at or now
+    fields["started_at"] = existing.started_at or NOW
     fields["project"] = existing.project or project
     if existing.state == "running":  # its agent launched it: the state is the agent's
         store.update_run(run_id, fields)
@@ -182,8 +187,11 @@ def request_stop(store: Store, run_id: str, reason: str) -> None:
 
 def finish(store: Store, run_id: str, state: str, *, summary: dict[str, Any] | None = None,
            exitcode: int | None = None, message: str | None = None) -> bool:
-    """running -> an end state, recorded by the run itself."""
-    ended = _end(store, run_id, state, ("running", "pending"), message=message, summary=summary)
+    """running -> an end state, recorded by the run itself. A run an agent reaped as crashed
+    (no heartbeat: its host or its database was away) that ends after all gets its own end:
+    the process knows, the reaper guessed."""
+    ended = _end(store, run_id, state, ("running", "pending", "crashed"), message=message,
+                 summary=summary)
     if exitcode is not None:
         store.update_run(run_id, {"exitcode": exitcode})
     return ended
@@ -196,7 +204,7 @@ def _end(store: Store, run_id: str, state: str, from_states: tuple[str, ...], *,
     run = store.run(run_id)
     if run is None or run.state not in from_states:
         return False
-    fields: dict[str, Any] = {"ended_at": run.ended_at or time.time()}
+    fields: dict[str, Any] = {"ended_at": run.ended_at or NOW}
     if message is not None:
         fields["message"] = message
     if summary is not None:
@@ -216,9 +224,9 @@ class Heartbeat:
     def _loop(self) -> None:
         while not self._stop.wait(self._every):
             try:
-                self._store.heartbeat(self._run_id)
-            except (sqlite3.Error, UserError):
-                pass  # a busy or vanished store must not kill training; the next beat retries
+                self._store.heartbeat(self._run_id, wait=False)
+            except Exception:  # noqa: BLE001 - a busy or vanished store must not kill training
+                pass  # (StoreUnavailable, a locked SQLite file, ...): the next beat retries
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()

@@ -21,8 +21,17 @@ import torch
 from cnn_tracker import env
 from cnn_tracker.config import KEYS, RunSettings, TrainConfig, make_config
 from cnn_tracker.errors import CheckpointError, ConfigError, UserError
+from cnn_tracker.files import atomic_write
+from cnn_tracker.inputs import clip, name_problem
+from cnn_tracker.runs.lock import check_free
 from cnn_tracker.store.db import Store
-from cnn_tracker.training.data import check_val_size, get_spec, prepare, train_size
+from cnn_tracker.training.data import (
+    check_batch_size,
+    check_files,
+    check_val_size,
+    get_spec,
+    prepare,
+)
 from cnn_tracker.training.models import with_model_defaults
 from cnn_tracker.training.runtime import resolve_device, resolve_precision
 from cnn_tracker.training.state import (
@@ -71,6 +80,13 @@ class RunPlan:
     def run_folder(self, run_name: str) -> Path:
         return self.output_dir if self.output_dir else self.out_root / run_name
 
+    def known_folder(self) -> Path | None:
+        """The run's folder when it is known before ``wandb.init`` (--output-dir, a resumed
+        run's, or outputs/<--name>); else None (it holds the new run's id)."""
+        if self.output_dir:
+            return Path(self.output_dir)
+        return self.out_root / self.settings.name if self.settings.name else None
+
 
 def _check_writable(folder: Path, what: str) -> None:
     """Fail early if ``folder`` could not be created or written, without creating anything."""
@@ -80,6 +96,17 @@ def _check_writable(folder: Path, what: str) -> None:
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{what} {folder} is not writable ({existing} is not a writable folder): "
                         "choose another folder.")
+
+
+def _check_name(settings: RunSettings) -> None:
+    """A run's name names its folder (outputs/<name>): it must be a plain name."""
+    name, source = (settings.name, "--name") if settings.name else (
+        env.get(env.WANDB_NAME), env.WANDB_NAME)
+    why = name_problem(name) if name else None
+    if why:
+        raise UserError(f"invalid run name {clip(name)} (from {source}): {why}, and the name "
+                        "becomes the run's folder under outputs/. Give a plain name such as "
+                        "'lenet-lr0.01'.")
 
 
 def find_resume_checkpoint(ref: str, store: Store) -> Resume:
@@ -96,12 +123,16 @@ def find_resume_checkpoint(ref: str, store: Store) -> Resume:
         if run is None:
             raise UserError(
                 f"--resume {ref!r} is not a checkpoint file, a run folder or a run id in the run "
-                f"store {store.root}: pass the run's checkpoints/resume.pt (or last.pt), its output "
+                f"store {store.where}: pass the run's checkpoints/resume.pt (or last.pt), its output "
                 "folder, or its run id (as printed when it stopped)."
             )
-        if not run.output_dir:
+        folder = Path(run.output_dir) / "checkpoints" if run.output_dir else None
+        if folder is None or not CheckpointFiles(folder).resumable():
+            fetched = _fetched_resume(store, run)  # preempted on another machine
+            if fetched is not None:
+                return fetched
+        if folder is None:
             raise UserError(f"run {ref} never started training (no output folder): start it again.")
-        folder = Path(run.output_dir) / "checkpoints"
     found = CheckpointFiles(folder).resumable()
     if not found:
         raise CheckpointError(
@@ -111,6 +142,19 @@ def find_resume_checkpoint(ref: str, store: Store) -> Resume:
     loaded = {p: load_resume(p) for p in found}
     chosen = max(found, key=lambda p: loaded[p][1].position)
     return Resume(chosen, *loaded[chosen])
+
+
+def _fetched_resume(store: Store, run) -> Resume | None:
+    """The resume checkpoint a preempted run left in the store, written into this machine's
+    output folder for the run (its folder on the other machine is not here)."""
+    data = store.checkpoint_bytes(run.id, "resume")
+    if data is None:
+        return None
+    folder = (env.output_root() / (run.name or run.id)).absolute()
+    path = atomic_write(folder / "checkpoints" / RESUME, data)
+    found = Resume(path, *load_resume(path))
+    found.info["output_dir"] = str(folder)
+    return found
 
 
 def resume_config(ckpt: dict[str, Any], path: Path, requested: TrainConfig | None) -> TrainConfig:
@@ -148,7 +192,9 @@ def _placed(cfg: TrainConfig, data_dir: Path) -> tuple[torch.device, torch.dtype
     amp_dtype = resolve_precision(cfg.precision, device)
     spec = get_spec(cfg.dataset)
     prepare(spec, data_dir)
-    check_val_size(spec, train_size(spec, data_dir), cfg.val_size)
+    n_train = check_files(spec, data_dir)  # all four files, before anything is written
+    check_val_size(spec, n_train, cfg.val_size)
+    check_batch_size(spec, n_train, cfg.val_size, cfg.batch_size)
     return device, amp_dtype
 
 
@@ -184,11 +230,16 @@ def plan_run(cfg: TrainConfig, settings: RunSettings, *, data_dir: Path, output_
             tags=tuple(info.get("tags") or settings.tags))
         if output_dir is None and info.get("output_dir"):
             output_dir = Path(info["output_dir"])
+    _check_name(settings)
     requested, cfg = cfg, with_model_defaults(cfg)
     device, amp_dtype = _placed(cfg, data_dir)
     out_root = Path(output_dir) if output_dir else env.output_root()
     _check_writable(out_root, "output folder")
-    _check_writable(store.root, "run store")
+    if not store.is_postgres:
+        _check_writable(store.root, "run store")
+    folder = Path(output_dir) if output_dir else out_root / settings.name if settings.name else None
+    if folder is not None:
+        check_free(folder)  # another run's folder: refused before anything is written
     store.open()  # a damaged store fails here, before wandb.init
     sweep_id = env.sweep_id() or ((found.info.get("sweep_id") or None) if found else None)
     return RunPlan(cfg=cfg, requested=requested, settings=settings, mode=mode, notice=notice, device=device,

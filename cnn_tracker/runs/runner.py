@@ -24,6 +24,7 @@ from cnn_tracker.errors import UserError
 from cnn_tracker.files import atomic_write
 from cnn_tracker.runs import lifecycle
 from cnn_tracker.runs.lifecycle import Heartbeat
+from cnn_tracker.runs.lock import FolderLock
 from cnn_tracker.runs.outcome import (
     RunPreempted,
     output_error,
@@ -86,7 +87,7 @@ class Recorder(TrainHooks):
 
     def log_metrics(self, metrics: dict[str, float], epoch: int) -> None:
         self.tracker.log_metrics(metrics, epoch)
-        self.store.record_epoch(self.run_id, epoch, metrics)
+        self.store.record_epoch(self.run_id, epoch, metrics, wait=False)  # never blocks training
 
     def log_checkpoint(self, path: Path, metadata: dict[str, Any]) -> None:
         self.store.set_checkpoint(self.run_id, str(Path(path).absolute()))
@@ -96,8 +97,8 @@ class Recorder(TrainHooks):
         self.tracker.log_batch(metrics)
 
     def should_stop(self, epoch: int, metrics: dict[str, float]) -> str:
-        if self.sweep is None or "early_terminate" not in self.sweep.config:
-            return ""
+        if self.sweep is None or "early_terminate" not in self.sweep.config or self.store.away:
+            return ""  # (a store that is away cannot tell: train on, judged when it is back)
         from cnn_tracker.search.engine import should_stop
 
         stop, why = should_stop(self.sweep, self.store.runs(sweep_id=self.sweep.id), self.run_id)
@@ -139,10 +140,17 @@ def run_training(
     if plan.notice and not quiet:
         echo(plan.notice)
     under_wandb_agent = env.wandb_sweep_id() is not None and not env.is_local_trial()
-    with StopSignals(lambda line: print(line, file=sys.stderr, flush=True),
-                     under_wandb_agent=under_wandb_agent, online=plan.mode == "online") as stop:
-        tracker = _start_tracker(plan, quiet, echo, stop)
-        return _run_tracked(tracker, plan, quiet, echo, stop)
+    lock = FolderLock()  # one output folder, one run: held until this returns or the process ends
+    try:
+        if plan.known_folder() is not None:  # refused before wandb.init writes anything
+            lock.acquire(plan.known_folder())
+        with StopSignals(lambda line: print(line, file=sys.stderr, flush=True),
+                         under_wandb_agent=under_wandb_agent, online=plan.mode == "online") as stop:
+            tracker = _start_tracker(plan, quiet, echo, stop)
+            lock.label(tracker.run_id)
+            return _run_tracked(tracker, plan, quiet, echo, stop, lock)
+    finally:
+        lock.release()
 
 
 def _start_tracker(plan: RunPlan, quiet: bool, echo: Callable[[str], None],
@@ -164,17 +172,18 @@ def _start_tracker(plan: RunPlan, quiet: bool, echo: Callable[[str], None],
 
 
 def _run_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[[str], None],
-                 stop: StopSignals) -> dict[str, Any]:
+                 stop: StopSignals, lock: FolderLock) -> dict[str, Any]:
     """Train, and record how the run ended: in W&B (exit code) and in the store (lifecycle)."""
     store = plan.store
     try:
-        summary = _train_tracked(tracker, plan, quiet, echo, stop)
+        summary = _train_tracked(tracker, plan, quiet, echo, stop, lock)
     except Preempted as exc:
         code = 128 + exc.signum
         name = signal.Signals(exc.signum).name
         where = f"epoch {exc.epoch}, batch {exc.batch}/{exc.steps_per_epoch}"
         tracker.mark_preempting()
         tracker.finish(exit_code=code)
+        store.put_checkpoint(tracker.run_id, "resume", exc.path)  # any agent may resume it
         lifecycle.finish(store, tracker.run_id, "preempted", exitcode=code,
                          message=f"{name} at {where}; resume checkpoint {exc.path}")
         store.close()
@@ -218,7 +227,7 @@ def _run_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[[s
 
 
 def _train_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[[str], None],
-                   stop: StopSignals) -> dict[str, Any]:
+                   stop: StopSignals, lock: FolderLock) -> dict[str, Any]:
     # wandb.config wins: under a sweep it holds the agent's values (validated like any input).
     plan, shown = replan(plan, tracker.config())
     if shown:  # show the model's real width/dropout on the dashboard
@@ -231,6 +240,8 @@ def _train_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[
     load_seconds = time.perf_counter() - load_start
     out_dir = plan.run_folder(tracker.run_name)
     out_dir.mkdir(parents=True, exist_ok=True)
+    lock.acquire(out_dir)  # a no-op when it was known (and locked) before wandb.init
+    lock.label(tracker.run_id)
     if not quiet:
         echo(f"run {tracker.run_name} ({tracker.mode}): {cfg.model} on {cfg.dataset}, "
              f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test, "
@@ -304,6 +315,7 @@ def _report(tracker: Tracker, plan: RunPlan, data, result, out_dir: Path, load_s
         "wandb_dir": str(tracker.sync_dir or tracker.files_dir or ""),
     }
     summary_path = write_json(summary, out_dir / "summary.json")
+    plan.store.put_checkpoint(tracker.run_id, "best", result.best_path)  # for any machine
     lifecycle.finish(plan.store, tracker.run_id, "stopped" if result.stopped_early else "finished",
                      summary={**headline, "val/accuracy": result.best["val/accuracy"],
                               "val/loss": min(h["val/loss"] for h in result.history)},

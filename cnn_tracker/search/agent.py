@@ -25,8 +25,9 @@ from cnn_tracker import env
 from cnn_tracker.files import atomic_write
 from cnn_tracker.runs import lifecycle
 from cnn_tracker.runs.signals import Interrupted, catch_stop_signals, restore_signals
-from cnn_tracker.search.command import expand_command
+from cnn_tracker.search.command import expand_command, runs_our_train
 from cnn_tracker.search.engine import suggest
+from cnn_tracker.search.foreign import Relay
 from cnn_tracker.search.scheduler import claim_trial
 from cnn_tracker.store.db import STALE_SECONDS, Store
 from cnn_tracker.store.records import Run, Sweep
@@ -49,11 +50,30 @@ def _write_param_files(store: Store, sweep: Sweep, run: Run) -> tuple[Path, Path
     return yaml_path, json_path
 
 
-def trial_env(store: Store, sweep: Sweep, run: Run, param_path: Path) -> dict[str, str]:
+def trial_env(store: Store, sweep: Sweep, run: Run, param_path: Path,
+              wandb_dir: Path | None = None) -> dict[str, str]:
     """The trial's environment (see :func:`cnn_tracker.env.trial_environ`)."""
     return env.trial_environ(run_id=run.id, project=sweep.project,
-                             param_path=str(param_path), store_root=str(store.root),
-                             sweep=sweep.id, resume=is_requeued(run))
+                             param_path=str(param_path), store_root=store.location.value,
+                             sweep=sweep.id, resume=is_requeued(run), wandb_dir=wandb_dir)
+
+
+# A trial's process: started from the environment it gets; what the log's first line says it is.
+Start = Callable[[dict], subprocess.Popen]
+
+
+def command_start(sweep: Sweep, run: Run, json_path: Path) -> tuple[Start, str]:
+    """The sweep's ``command``, macros expanded as ``wandb agent`` does (no shell)."""
+    argv = expand_command(sweep.config, run.params, json_file=json_path, environ=env.current())
+
+    def start(environ: dict) -> subprocess.Popen:
+        return subprocess.Popen(
+            argv, env=environ, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, text=True, errors="replace", bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches the agent, which forwards it
+        )
+
+    return start, " ".join(argv)
 
 
 def is_requeued(run: Run) -> bool:
@@ -93,67 +113,95 @@ def _trial_end_line(name: str, sweep: Sweep, run: Run) -> str:
 
 
 def run_trial(store: Store, sweep: Sweep, run: Run, *, name: str, echo: Callable[[str], None],
-              stream: bool, progress: bool = True) -> Run:
+              stream: bool, progress: bool = True,
+              start: tuple[Start, str] | None = None) -> Run:
     """Run one claimed trial to its end and return it as recorded.
 
     Its whole output goes to its log file in the store's sweep folder; the console gets every
-    line with ``stream`` (``--verbose``), else its epoch lines with ``progress``.
+    line with ``stream`` (``--verbose``), else its epoch lines with ``progress``. ``start``
+    replaces the sweep's command (the Python form: a function in a child process). A trial that
+    is not our ``train`` gets its own W&B folder, whose run file the agent relays to the store.
     """
     param_path, json_path = _write_param_files(store, sweep, run)
-    argv = expand_command(sweep.config, run.params, json_file=json_path, environ=env.current())
+    foreign = start is not None or not runs_our_train(sweep.config)
+    launch, shown = start or command_start(sweep, run, json_path)
+    wandb_dir = store.sweep_files(sweep.id) / "runs" / run.id if foreign else None
     log_path = store.sweep_files(sweep.id) / f"{run.id}.log"
     tail: deque[str] = deque(maxlen=8)
     with open(log_path, "w", encoding="utf-8") as log:
-        log.write("$ " + " ".join(argv) + "\n")
+        log.write("$ " + shown + "\n")
         log.flush()
         try:
-            proc = subprocess.Popen(
-                argv, env=trial_env(store, sweep, run, param_path), stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, errors="replace",
-                bufsize=1, start_new_session=True,  # Ctrl-C reaches the agent, which forwards it
-            )
+            proc = launch(trial_env(store, sweep, run, param_path, wandb_dir))
         except OSError as exc:
             lifecycle.end_by_agent(store, run.id, "failed", exitcode=127,
-                                   message=f"cannot start {argv[0]!r}: {exc.strerror}")
-            echo(f"[{name}] trial {run.id} failed: cannot start {argv[0]!r} ({exc.strerror}); "
+                                   message=f"cannot start {shown[:80]!r}: {exc.strerror}")
+            echo(f"[{name}] trial {run.id} failed: cannot start {shown[:80]!r} ({exc.strerror}); "
                  "fix the sweep's command")
             return store.run(run.id)
         lifecycle.launched(store, run.id, proc.pid, str(log_path))
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                tail.append(line.rstrip())
-                if stream or (progress and PROGRESS_LINE.match(line)):
-                    echo(f"[{name} {run.id}] {line.rstrip()}")
-
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
+        relay = None
+        if wandb_dir is not None:
+            store.update_run(run.id, {"wandb_dir": str(wandb_dir)})
+            relay = Relay(store, sweep, run, wandb_dir, proc.pid, echo, name)
+        reader = _pump(proc, log, tail, lambda line: stream or (progress and PROGRESS_LINE.match(line)),
+                       lambda line: echo(f"[{name} {run.id}] {line}"))
         try:
-            while True:
-                try:
-                    proc.wait(timeout=env.heartbeat_seconds())
-                    break
-                except subprocess.TimeoutExpired:
-                    store.heartbeat(run.id)
-                    if store.sweep(sweep.id).state == "canceled":
-                        _cancel_trial(store, sweep, run, proc, name=name, echo=echo)
+            _wait(store, sweep, run, proc, name=name, echo=echo)
         except (KeyboardInterrupt, Interrupted) as exc:
             echo(f"[{name}] stopping trial {run.id} (it saves a resumable checkpoint) ...")
             _stop_process(proc)
             reader.join(timeout=5)
+            if relay is not None:
+                relay.finish("killed")
             lifecycle.end_by_agent(store, run.id, "killed", exitcode=proc.returncode,
                                    message="agent interrupted")
             if store.run(run.id).state == "preempted":
                 echo(f"[{name}] trial {run.id} preempted; `cnn-tracker agent {sweep.id}` resumes it")
             raise Interrupted(getattr(exc, "signum", signal.SIGINT)) from None
         reader.join(timeout=5)
-    rc = proc.returncode
+    return _record_end(store, run, proc.returncode, tail, relay)
+
+
+def _pump(proc, log, tail: deque, shown: Callable[[str], object],
+          echo: Callable[[str], None]) -> threading.Thread:
+    """Copy the trial's output to its log (and the lines ``shown`` picks to ``echo``)."""
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            log.flush()
+            tail.append(line.rstrip())
+            if shown(line):
+                echo(line.rstrip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    return reader
+
+
+def _wait(store: Store, sweep: Sweep, run: Run, proc, *, name: str,
+          echo: Callable[[str], None]) -> None:
+    """Until the trial's process ends: its heartbeat, and a cancel of the sweep."""
+    while True:
+        try:
+            proc.wait(timeout=env.heartbeat_seconds())
+            return
+        except subprocess.TimeoutExpired:
+            store.heartbeat(run.id)
+            if store.sweep(sweep.id).state == "canceled":
+                _cancel_trial(store, sweep, run, proc, name=name, echo=echo)
+
+
+def _record_end(store: Store, run: Run, rc: int, tail: deque, relay: Relay | None) -> Run:
     state = _outcome(rc)
     message = None if state == "finished" else " | ".join(t for t in tail if t)[-500:]
-    lifecycle.end_by_agent(store, run.id, state, exitcode=rc, message=message)
+    summary = None
+    if relay is not None:  # a foreign program: its metrics are in its own W&B run
+        state, summary, note = relay.finish(state)
+        if state in ("finished", "stopped") or not message:  # else the log's tail says more
+            message = note or message
+    lifecycle.end_by_agent(store, run.id, state, exitcode=rc, message=message, summary=summary)
     return store.run(run.id)
 
 
@@ -205,6 +253,7 @@ def run_agent(
     stream: bool = False,
     progress: bool = True,
     stale_seconds: float = STALE_SECONDS,
+    start: tuple[Start, str] | None = None,
 ) -> int:
     """Run trials of a local sweep until it is done, ``count`` trials ran, or too many failed.
 
@@ -216,7 +265,7 @@ def run_agent(
 
     Preempted trials of the sweep (stopped by a signal, with a resume checkpoint) are claimed
     first and continued where they stopped; runs whose heartbeat went stale (their process was
-    killed) are marked crashed.
+    killed) are marked crashed. ``start`` replaces the sweep's command (see :func:`run_trial`).
     """
     sweep = store.sweep(sweep_id)
     previous = catch_stop_signals()
@@ -240,7 +289,7 @@ def run_agent(
             verb = "resuming preempted trial" if is_requeued(run) else "trial"
             echo(f"[{name}] {verb} {run.id} ({done}{total}): {_params_text(run.params)}")
             run = run_trial(store, sweep, run, name=name, echo=echo, stream=stream,
-                            progress=progress)
+                            progress=progress, start=start)
             echo(_trial_end_line(name, sweep, run))
             if run.state == "preempted":  # stopped from outside (the agent carries on)
                 continue

@@ -58,3 +58,20 @@ def expand_command(config: Mapping[str, Any], params: Mapping[str, Any], *, json
         else:
             argv.append(chunk)
     return argv
+
+
+def runs_our_train(config: Mapping[str, Any]) -> bool:
+    """Whether the sweep's command runs ``cnn-tracker train``: ``-m cnn_tracker train``, the
+    console script, or ``${program}`` = cnn_tracker/__main__.py, followed by ``train``."""
+    program = str(config.get("program", ""))
+    words = [program if str(c) == "${program}" else str(c)
+             for c in config.get("command", DEFAULT_COMMAND)]
+    for i in range(len(words) - 1):
+        word, following = words[i], words[i + 1]
+        if following != "train":
+            continue
+        if (word == "cnn_tracker" and i > 0 and words[i - 1] == "-m") \
+                or Path(word).name == "cnn-tracker" \
+                or word.replace("\\", "/").endswith("cnn_tracker/__main__.py"):
+            return True
+    return False

@@ -42,8 +42,11 @@ def create_sweep(file: str, *, offline: bool, project: str | None, entity: str |
     if mode == "offline":
         store = Store(store_dir)
         sweep_id = store.create_sweep(config, project).id
-        agent_cmd = f"cnn-tracker agent {sweep_id}" + (f" --store {store.root}" if store_dir else "")
-        return CreatedSweep(sweep_id, mode, project, str(store.root), config.get("method"), agent_cmd)
+        # A database URL is shown without its password (libpq then reads PGPASSWORD/.pgpass).
+        agent_cmd = f"cnn-tracker agent {sweep_id}" + (
+            f" --store {store.location.shareable}" if store_dir else "")
+        return CreatedSweep(sweep_id, mode, project, store.location.shareable, config.get("method"),
+                            agent_cmd)
     from cnn_tracker.results.remote import sweep_path
     from cnn_tracker.tracking import wandb_api
 

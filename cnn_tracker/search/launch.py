@@ -44,7 +44,7 @@ def launch(
         for i, (argv, extra) in enumerate(zip(commands, envs)):
             if i:
                 sleep(stagger)  # never two agents asking for their first trial at the same moment
-            shown = " ".join(f"{k}={v}" for k, v in extra.items() if k != "PATH")
+            shown = " ".join(f"{k}={v}" for k, v in extra.items() if k not in env.UNSHOWN_VARS)
             echo(f"starting agent {i + 1}/{len(commands)}{' with ' + shown if shown else ''}")
             procs.append(spawn(argv, env=env.child_environ(extra), start_new_session=True))
         return max((p.wait() for p in procs), default=0)
@@ -69,12 +69,18 @@ def launch(
 
 def local_agent_command(sweep_id: str, *, store: Store, count: int | None, max_failures: int,
                         name: str, stale_after: float = STALE_SECONDS) -> list[str]:
-    argv = [sys.executable, "-m", "cnn_tracker", "agent", sweep_id, "--store", str(store.root),
-            "--max-failures", str(max_failures), "--name", name,
+    """A local agent's argv; its store reaches it through the environment
+    (:func:`store_environ`), so a database password never shows in a process list."""
+    argv = [sys.executable, "-m", "cnn_tracker", "agent", sweep_id, "--max-failures", str(max_failures), "--name", name,
             "--stale-after", f"{stale_after:g}"]
     if count:
         argv += ["--count", str(count)]
     return argv
+
+
+def store_environ(store: Store) -> dict[str, str]:
+    """What a child agent needs to open ``store`` (the full URL: never printed)."""
+    return {env.STORE_VAR: store.location.value}
 
 
 def wandb_agent_command(sweep_path: str, *, count: int | None, max_failures: int) -> list[str]:

@@ -1,11 +1,13 @@
 """A sweep file: loading it and judging it, every problem at once.
 
-W&B's own schema (the ``sweeps`` package's JSON schema and a dry run of its engine) plus our
-train config's keys, values and logged metrics. Nothing here imports torch or wandb.
+W&B's own schema (the ``sweeps`` package's JSON schema and a dry run of its engine) for any
+program; for a sweep of ``cnn-tracker train``, our train config's keys, values and logged metrics
+too. Nothing here imports torch or wandb.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -15,20 +17,31 @@ from cnn_tracker.config import (
     EPOCH_METRICS,
     KEYS,
     SUMMARY_METRICS,
-    make_config,
     unknown_key_error,
 )
-from cnn_tracker.errors import ConfigError, UserError, closest, yaml_problem
-from cnn_tracker.search.command import DEFAULT_COMMAND, MACRO_PATTERN, MACROS
-from cnn_tracker.search.engine import import_sweeps, plain
+from cnn_tracker.errors import UserError, closest, yaml_problem
+from cnn_tracker.inputs import MAX_FILE_BYTES, load_yaml
+from cnn_tracker.search.command import (
+    DEFAULT_COMMAND,
+    MACRO_PATTERN,
+    MACROS,
+    runs_our_train,
+)
+from cnn_tracker.search.draws import check_values
+from cnn_tracker.search.engine import import_sweeps
 
 METRICS = (*EPOCH_METRICS, *SUMMARY_METRICS)
+GRID_CAP = 100_000  # points a grid sweep may have: W&B's engine lists them all for each suggestion
+PROGRAM = "cnn_tracker/__main__.py"  # what our sweep files name (their command runs -m cnn_tracker)
 
 
 def load_sweep_file(path: str | Path) -> dict[str, Any]:
     """A sweep YAML as a dict; unreadable or non-mapping files are a UserError naming the fix."""
     p = Path(path)
     try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise UserError(f"sweep file '{p}' is {p.stat().st_size} bytes: a sweep file is at most "
+                            f"{MAX_FILE_BYTES} bytes of YAML.")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"sweep file '{p}' does not exist: give the path of a sweep YAML "
@@ -36,7 +49,7 @@ def load_sweep_file(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"sweep file '{p}' cannot be read ({exc}): give a YAML text file.") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise UserError(f"sweep file '{p}' is not valid YAML{yaml_problem(exc)}. Fix the syntax "
                         "(in a list, write each ${macro} as its own '- ${macro}' line).") from None
@@ -94,104 +107,6 @@ def _deprecations(problems: list[str]) -> tuple[list[str], list[str]]:
     return errors, warns
 
 
-# What W&B's engine can draw for a parameter, by distribution (``sweeps.params.HyperParameter``):
-#   listed:  the ``value`` / ``values`` themselves;
-#   literal: exactly min..max (values, not exponents);
-#   derived: ends computed from min/max: base-e exponents (legacy log_uniform, inv_log_uniform,
-#            q_log_uniform) and/or rounding to a multiple of q;
-#   tails:   unbounded (normal, log_normal > 0, their q_ forms) or beta's open (0, 1): W&B's own
-#            quantile function is probed; a draw that fails in >= 1 trial in 1000 is an error,
-#            one that fails only in the far tails (1 in 10^9) a warning.
-LISTED = ("constant", "categorical", "categorical_w_probabilities")
-LITERAL = ("uniform", "int_uniform", "log_uniform_values", "inv_log_uniform_values")
-DERIVED = ("q_uniform", "q_log_uniform_values", "log_uniform", "inv_log_uniform", "q_log_uniform")
-TAILS = ("normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta")
-DISTRIBUTIONS = (*LISTED, *LITERAL, *DERIVED, *TAILS)
-_INSIDE = (0.1234, 0.5, 0.8765)  # quantiles inside a range: an int key needs whole draws there
-_COMMON = (0.001, 0.25, 0.5, 0.75, 0.999)  # fail here = at least 1 trial in 1000 fails
-_RARE = (1e-9, 1 - 1e-9)
-_EXPONENTS = {"log_uniform": "e^min..e^max", "inv_log_uniform": "e^-max..e^-min",
-              "q_log_uniform": "e^min..e^max rounded to a multiple of q"}
-_FIX = {
-    "normal": "normal can draw any real number: use log_normal (always > 0), a bounded "
-              "distribution (uniform, log_uniform_values, beta for 0..1) or a smaller sigma.",
-    "log_normal": "log_normal draws any number > 0: lower mu or sigma, or use a bounded "
-                  "distribution (log_uniform_values, uniform).",
-    "beta": "beta draws in (0, 1): use it for values between 0 and 1 only.",
-}
-
-
-def _draws(name: str, spec: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """(distribution, W&B's HyperParameter) for a well-formed spec; None = the schema reports it."""
-    import_sweeps()
-    from sweeps.params import HyperParameter
-
-    try:
-        param = HyperParameter(name, dict(spec))
-    except Exception:  # noqa: BLE001  (jsonschema / ParamValidationError / ValueError: reported)
-        return None
-    return str(param.config.get("distribution")), param
-
-
-def _invalid(name: str, value: Any) -> str | None:
-    try:
-        make_config({name: value}, source=f"sweep parameter '{name}'")
-    except ConfigError as exc:
-        return str(exc)
-    return None
-
-
-def _check_values(name: str, spec: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """(errors, warnings): every value a parameter's distribution can draw must be a valid
-    config value; each message names the parameter, the value and the fix."""
-    drawn = _draws(name, spec)
-    dist, param = drawn if drawn else (spec.get("distribution"), None)
-    if dist in LISTED or param is None:
-        candidates = [spec["value"]] if "value" in spec else []
-        candidates += spec["values"] if isinstance(spec.get("values"), list) else []
-        if param is None and dist in LITERAL + (None,):  # a malformed range: check its ends
-            candidates += [spec[b] for b in ("min", "max") if isinstance(spec.get(b), (int, float))]
-        return [f"parameters.{name}: {e}" for v in candidates if (e := _invalid(name, v))], []
-    where = f"parameters.{name}: {dist}"
-    if dist in TAILS:
-        return _check_tails(name, dist, param, where)
-    errors = []
-    for end, x in (("min", 0.0), ("max", 1.0)):
-        value = spec[end] if dist in LITERAL else plain(param.ppf(x))
-        if (e := _invalid(name, value)) is None:
-            continue
-        how = _EXPONENTS.get(dist, "rounded to a multiple of q")
-        errors.append(f"parameters.{name}: {e}" if dist in LITERAL else
-                      f"{where} draws {value!r} at its {end} end ({how}): {e} Change min/max"
-                      + (" or q" if "q" in param.config else "") + " so every draw is valid.")
-    if errors:
-        return errors, []
-    for x in _INSIDE:
-        value = plain(param.ppf(x))
-        if (e := _invalid(name, value)) is not None:
-            hint = (" Use int_uniform, or a q_ distribution with a whole q."
-                    if "an integer" in e else "")
-            return [f"{where} also draws {value!r}: {e}{hint}"], []
-    return [], []
-
-
-def _check_tails(name: str, dist: str, param: Any, where: str) -> tuple[list[str], list[str]]:
-    shape = ", ".join(f"{k}={v:g}" for k, v in param.config.items()
-                      if k != "distribution" and isinstance(v, (int, float)))
-    fix = _FIX[dist.removeprefix("q_")] + (
-        " A q_ form rounds each draw to a multiple of q (0 included)." if "q" in param.config else "")
-    for x in _COMMON:
-        value = plain(param.ppf(x))
-        if (e := _invalid(name, value)) is not None:
-            return [f"{where}({shape}) draws {value:.4g} in at least 1 trial in 1000: {e} {fix}"], []
-    for x in _RARE:
-        value = plain(param.ppf(x))
-        if (e := _invalid(name, value)) is not None:
-            return [], [f"{where}({shape}) can draw {value:.4g} in rare trials (fewer than 1 in "
-                        f"1000), which then fail: {e} {fix}"]
-    return [], []
-
-
 def _nested_problem(name: str, spec: Mapping[str, Any]) -> str:
     inner = spec.get("parameters")
     names = ", ".join(map(str, inner)) if isinstance(inner, dict) else "its keys"
@@ -213,13 +128,67 @@ def _macro_problems(config: dict[str, Any]) -> list[str]:
             problems.append(f"command: unknown macro '${{{macro}}}'" +
                             (f"; did you mean '${{{hint}}}'?" if hint else "") +
                             f" Known: {', '.join('${' + m + '}' for m in MACROS)}.")
-    if any("${program}" == str(c) for c in command) and not config.get("program"):
-        problems.append("command uses ${program} but the sweep has no 'program:'.")
     return problems
 
 
-def validate(config: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(errors, warnings) for a sweep config meant to run our ``train`` command."""
+def _missing_program(config: dict[str, Any], ours: bool) -> list[str]:
+    """W&B's agent reads ``program`` for every trial, used or not (its schema does not say so,
+    but ``wandb agent`` stops at a sweep without one)."""
+    if config.get("program"):
+        return []
+    command = config.get("command", DEFAULT_COMMAND)
+    uses = isinstance(command, list) and any("${program}" == str(c) for c in command)
+    what = (f"'program: {PROGRAM}' (with a command that runs `-m cnn_tracker train`, as in sweeps/)"
+            if ours else "'program: your_script.py' (the script the command runs)")
+    return ["program: missing" + (" (the command uses ${program})" if uses else "")
+            + f": W&B's agent requires it; add {what}."]
+
+
+def _grid_count(spec: Any) -> int | None:
+    """Grid points of one parameter (as W&B's grid expands it), or None if it has no count."""
+    if not isinstance(spec, Mapping):
+        return None
+    if "values" in spec:
+        return len(spec["values"]) if isinstance(spec["values"], list) else None
+    if "value" in spec:
+        return 1
+    lo, hi, q = spec.get("min"), spec.get("max"), spec.get("q", 1)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+               for v in (lo, hi, q)) or q <= 0:
+        return None
+    dist = spec.get("distribution")
+    if dist == "int_uniform" or (dist is None and isinstance(lo, int) and isinstance(hi, int)):
+        return max(0, int(hi) - int(lo) + 1)
+    if dist == "q_uniform":
+        return max(0, math.ceil((hi - lo) / q))
+    return None
+
+
+def grid_size(config: Mapping[str, Any]) -> int | None:
+    """Points of a grid sweep: the product of each parameter's count, computed without
+    enumerating any; None when it is not a grid or a parameter has no count."""
+    params = config.get("parameters")
+    if config.get("method") != "grid" or not isinstance(params, Mapping):
+        return None
+    counts = [_grid_count(spec) for spec in params.values()]
+    return None if None in counts else math.prod(counts)
+
+
+def _metric_warning(metric: Mapping[str, Any]) -> list[str]:
+    """W&B minimizes a metric without ``goal``: almost surely wrong for an accuracy."""
+    name = metric.get("name")
+    if "goal" in metric or not isinstance(name, str) or "accuracy" not in name.lower():
+        return []
+    return [f"metric '{name}' has no goal: W&B then minimizes it (its default), searching for the "
+            "worst accuracy; add 'goal: maximize' to the metric."]
+
+
+def validate(config: dict[str, Any], *, needs_program: bool = True) -> tuple[list[str], list[str]]:
+    """(errors, warnings) of a sweep config. One whose command runs ``cnn-tracker train`` is
+    judged by W&B's rules and ours (keys, values, metrics); any other program by W&B's alone.
+    ``needs_program``: False for the Python form, whose trials run a function."""
+    if not runs_our_train(config):
+        return validate_program(config, needs_program=needs_program)
     errors, warns = _deprecations(_schema_problems(config))
     params = config.get("parameters")
     if isinstance(params, dict):
@@ -229,7 +198,7 @@ def validate(config: dict[str, Any]) -> tuple[list[str], list[str]]:
             elif name not in KEYS:
                 errors.append(f"parameters.{name}: {unknown_key_error(str(name), 'the sweep')}")
             elif isinstance(spec, dict):
-                value_errors, value_warns = _check_values(name, spec)
+                value_errors, value_warns = check_values(name, spec)
                 errors += value_errors
                 warns += value_warns
     metric = config.get("metric")
@@ -246,9 +215,40 @@ def validate(config: dict[str, Any]) -> tuple[list[str], list[str]]:
         if "early_terminate" in config and name not in EPOCH_METRICS:
             errors.append(f"early_terminate needs a per-epoch metric, not '{name}': "
                           f"use one of {', '.join(EPOCH_METRICS)}.")
-    errors += _macro_problems(config)
+    if isinstance(metric, dict):
+        warns += _metric_warning(metric)
+    errors += _macro_problems(config) + (_missing_program(config, True) if needs_program else [])
+    size = grid_size(config)
+    if size is not None and size > GRID_CAP:
+        errors.append(f"method grid has {size:.3g} points (the product of every parameter's "
+                      f"values), more than {GRID_CAP}: use method random or bayes with a run_cap, "
+                      "or fewer values.")
     if not errors:
         errors += _engine_problems(config)
+    if config.get("method") in ("random", "bayes") and not config.get("run_cap"):
+        warns.append(f"method {config.get('method')} never runs out of suggestions: set run_cap "
+                     "(or pass --count to each agent).")
+    return list(dict.fromkeys(errors)), warns
+
+
+def validate_program(config: dict[str, Any], *, needs_program: bool = True) -> tuple[list[str], list[str]]:
+    """(errors, warnings) by W&B's rules only, for a sweep of any other program: the ``sweeps``
+    package's schema and a dry run of its engine (the program's keys and metrics are its own).
+    An unknown ``${macro}`` is left as it is by ``wandb agent``: a warning here."""
+    errors, warns = _deprecations(_schema_problems(config))
+    warns += [p.replace("command: unknown macro", "command: macro", 1) + " wandb agent passes it as "
+              "it is." for p in _macro_problems(config)]
+    if needs_program:
+        errors += _missing_program(config, False)
+    size = grid_size(config)
+    if size is not None and size > GRID_CAP:
+        errors.append(f"method grid has {size:.3g} points, more than {GRID_CAP}: use method "
+                      "random or bayes with a run_cap, or fewer values.")
+    if not errors:
+        errors += _engine_problems(config)
+    metric = config.get("metric")
+    if isinstance(metric, dict):
+        warns += _metric_warning(metric)
     if config.get("method") in ("random", "bayes") and not config.get("run_cap"):
         warns.append(f"method {config.get('method')} never runs out of suggestions: set run_cap "
                      "(or pass --count to each agent).")
@@ -280,9 +280,9 @@ def load_checked(file: str, warn: Callable[[str], None]) -> dict[str, Any]:
     return config
 
 
-def check(config: dict[str, Any], source: str) -> list[str]:
+def check(config: dict[str, Any], source: str, *, needs_program: bool = True) -> list[str]:
     """Raise one UserError listing every problem; return the warnings."""
-    errors, warns = validate(config)
+    errors, warns = validate(config, needs_program=needs_program)
     if errors:
         raise UserError(f"sweep {source} has {len(errors)} problem(s):\n  - " + "\n  - ".join(errors))
     return warns

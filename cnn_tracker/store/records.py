@@ -101,9 +101,13 @@ class Run:
 
     @property
     def seconds(self) -> float | None:
+        return self.duration(time.time())
+
+    def duration(self, now: float) -> float | None:
+        """Seconds from start to end (to ``now``, the store's clock, while it runs)."""
         if self.started_at is None:
             return None
-        return (self.ended_at or time.time()) - self.started_at
+        return (self.ended_at or now) - self.started_at
 
 
 def numeric_summary(summary: dict[str, Any]) -> dict[str, float]:

@@ -10,7 +10,7 @@ from typing import Any
 
 from cnn_tracker.errors import UserError
 from cnn_tracker.store.db import Store
-from cnn_tracker.store.schema import DB_NAME
+from cnn_tracker.store.schema import DB_NAME, TABLES
 
 
 def _intact(row: dict[str, Any]) -> bool:
@@ -32,6 +32,9 @@ def recover(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     rows on it. Returns {"damaged": path, "tables": {table: rows kept}}.
     """
     store = Store(root)
+    if store.is_postgres:
+        raise UserError(f"`store recover` salvages a damaged SQLite store; {store.where} is a "
+                        "PostgreSQL database: restore it from the server's backups (pg_dump).")
     if not store.exists():
         raise UserError(f"there is no run store at {store.path}: nothing to recover.")
     damaged = store.path.with_name(f"{DB_NAME}.damaged-{int(time.time())}")
@@ -42,29 +45,40 @@ def recover(root: str | os.PathLike[str] | None = None) -> dict[str, Any]:
             os.replace(side, damaged.with_name(damaged.name + suffix))
     src = sqlite3.connect(f"file:{damaged}?mode=ro", uri=True)
     src.execute("PRAGMA writable_schema = ON")  # lets SQLite read a truncated file's first pages
-    kept: dict[str, int] = {}
     fresh = Store(root).open()
     try:
-        with fresh._tx() as dst:
-            for table in ("sweeps", "runs", "history"):
-                rows: dict[int, tuple] = {}
-                for order in ("ASC", "DESC"):
-                    try:
-                        for row in src.execute(f"SELECT rowid, * FROM {table} ORDER BY rowid {order}"):
-                            rows[row[0]] = row[1:]
-                    except sqlite3.DatabaseError:
-                        continue  # a bad page: the other direction reads past it
-                columns = [d[0] for d in src.execute(f"SELECT * FROM {table} LIMIT 0").description]
-                n = 0
-                for rowid in sorted(rows):
-                    values = rows[rowid]
-                    if not _intact(dict(zip(columns, values))):
-                        continue  # a row torn by the damage
-                    dst.execute(f"INSERT OR IGNORE INTO {table} VALUES ({','.join('?' * len(values))})",
-                                values)
-                    n += 1
-                kept[table] = n
+        tables = {table: _salvage(src, table) for table in TABLES}
+        kept = fresh._call(lambda q, retried: {table: _restore(q, table, columns, rows)
+                                               for table, (columns, rows) in tables.items()},
+                           write=True)
     finally:
         src.close()
         fresh.close()
     return {"damaged": str(damaged), "store": str(store.path), "tables": kept}
+
+
+def _salvage(src: sqlite3.Connection, table: str) -> tuple[list[str], list[tuple]]:
+    """The readable rows of ``table``, forwards then backwards by rowid (past a bad page)."""
+    rows: dict[int, tuple] = {}
+    for order in ("ASC", "DESC"):
+        try:
+            for row in src.execute(f"SELECT rowid, * FROM {table} ORDER BY rowid {order}"):
+                rows[row[0]] = row[1:]
+        except sqlite3.DatabaseError:
+            continue  # a bad page (or a table older stores do not have)
+    try:
+        columns = [d[0] for d in src.execute(f"SELECT * FROM {table} LIMIT 0").description]
+    except sqlite3.DatabaseError:
+        return [], []
+    return columns, [rows[rowid] for rowid in sorted(rows)]
+
+
+def _restore(q, table: str, columns: list[str], rows: list[tuple]) -> int:
+    n = 0
+    for values in rows:
+        if not _intact(dict(zip(columns, values))):
+            continue  # a row torn by the damage
+        q.exec(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({','.join('?' * len(values))}) "
+               "ON CONFLICT DO NOTHING", *values)
+        n += 1
+    return n

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import struct
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +60,22 @@ def eval_batch_size(ckpt: dict[str, Any], override: int | None = None) -> int:
     return override or int(ckpt["config"].get("eval_batch_size", TrainConfig.eval_batch_size))
 
 
+MAX_PIXELS = 50_000_000  # an image may have at most this many pixels (a 50-megapixel photo)
+
+
 def load_image(path: Path, spec) -> torch.Tensor:
     """An image file as the dataset shows images: uint8 [1, 28, 28], light object on black.
 
-    Any size or mode, prepared as the dataset itself was made (see :func:`dataset_image`).
-    A 28x28 image is used as it is (inverted if its background is light).
+    Any size or mode PIL reads, prepared as the dataset itself was made (see
+    :func:`dataset_image`). A 28x28 image is used as it is (inverted if its background is light).
+    Its size is checked from the header before any pixel is decoded (a decompression bomb).
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)
+        with warnings.catch_warnings():  # PIL's notes on odd files (bomb sizes, TIFF tags)
+            warnings.simplefilter("ignore")
+            gray = _grayscale(Path(path), Image)
     except FileNotFoundError:
         raise UserError(f"image '{path}' does not exist: check the path.") from None
     except IsADirectoryError:
@@ -76,15 +83,60 @@ def load_image(path: Path, spec) -> torch.Tensor:
     except PermissionError:
         raise UserError(f"image '{path}' cannot be read (permission denied): check the file's "
                         "permissions, or copy it somewhere readable.") from None
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise UserError(f"'{path}' is not a readable image ({type(exc).__name__}): "
+    except Image.DecompressionBombError as exc:  # PIL's own limit, checked while it opens
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)):,}" if claimed else f"more than {MAX_PIXELS:,}"
+        raise UserError(f"image '{path}' claims {size} pixels: at most {MAX_PIXELS:,} are read (a "
+                        "decompression bomb?); pass a smaller image.") from None
+    except UnidentifiedImageError:
+        raise UserError(f"'{path}' is not a readable image (UnidentifiedImageError): "
                         "pass a PNG, JPEG, BMP or other image file.") from None
-    if img.mode in ("RGBA", "LA", "P"):
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(background, rgba)
-    gray = np.asarray(img.convert("L"), dtype=np.float32)
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, KeyError,
+            struct.error) as exc:  # what PIL's decoders raise on damaged data
+        what = "is truncated" if "truncated" in str(exc) else f"cannot be decoded ({type(exc).__name__})"
+        raise UserError(f"image '{path}' {what}: pass a complete PNG, JPEG, BMP or other image "
+                        "file (re-export or re-download it).") from None
     return torch.from_numpy(dataset_image(gray, digits=spec.name == "mnist"))[None]
+
+
+def _grayscale(path: Path, Image) -> np.ndarray:
+    """The image's pixels as float32 gray 0-255: its size checked before decoding, any mode,
+    the EXIF orientation applied, transparency over white."""
+    from PIL import ImageOps
+
+    with Image.open(path) as img:
+        width, height = img.size
+        if width * height > MAX_PIXELS or width < 1 or height < 1:
+            raise UserError(f"image '{path}' is {width}x{height} pixels: at most {MAX_PIXELS:,} "
+                            "are read (a decompression bomb?); pass a smaller image.")
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        if img.mode not in ("L", "RGB", "RGBA", "LA", "P", "1"):
+            img = img.convert("RGBA" if "A" in img.mode else "RGB") if img.mode in (
+                "PA", "RGBa", "La", "CMYK", "YCbCr", "RGBX") else _as_gray(img, Image)
+        if img.mode in ("RGBA", "LA", "P"):
+            rgba = img.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            img = Image.alpha_composite(background, rgba)
+        return np.asarray(img.convert("L"), dtype=np.float32)
+
+
+def _as_gray(img, Image):
+    """Modes without a direct conversion to L (I;16, I, F, LAB, HSV, ...): scaled to 0-255."""
+    try:
+        return img.convert("L") if img.mode in ("LAB", "HSV") else Image.fromarray(
+            _to_uint8(np.asarray(img, dtype=np.float64)), "L")
+    except (ValueError, TypeError):
+        return img.convert("RGB")
+
+
+def _to_uint8(values: np.ndarray) -> np.ndarray:
+    if values.ndim == 3:
+        values = values.mean(axis=2)
+    finite = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    scaled = (finite - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(finite)
+    return scaled.round().astype(np.uint8)
 
 
 # Preprocessing at a working size: photos are shrunk to this longer side (px) first.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cnn_tracker import env
 from cnn_tracker.errors import CheckpointError, UserError, first_line
+from cnn_tracker.inputs import clip
 
 # [entity/][project/]name:alias-or-version, e.g. me/cnn-tracker/model-1a2b3c4d:best
 ARTIFACT_REF = re.compile(r"^(?:[\w.-]+/){0,2}[\w.-]+:[\w.-]+$")
@@ -84,6 +85,11 @@ def _fetch(ref: str, folder: Path, get_artifact) -> Path:
 
     try:
         artifact = get_artifact()
+        outside = [p for p in artifact.manifest.entries
+                   if Path(p).is_absolute() or ".." in Path(p).parts]
+        if outside:  # a download target must stay inside its folder
+            raise CheckpointError(f"the W&B artifact '{ref}' names a file outside its download "
+                                  f"folder ({clip(outside[0])}): refused, nothing was downloaded.")
         folder = Path(artifact.download(root=str(folder)))
     except (wandb.errors.Error, ValueError, OSError) as exc:  # OSError covers requests' errors
         raise UserError(f"cannot fetch the W&B artifact '{ref}' ({first_line(exc)}): check the name, "

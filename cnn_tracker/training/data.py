@@ -9,6 +9,7 @@ generator seeded by the config, so the same seed gives the same split on every d
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import socket
 import sys
@@ -257,22 +258,67 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     return perm[val_size:].sort().values, perm[:val_size].sort().values
 
 
-def train_size(spec: DatasetSpec, root: Path) -> int:
-    """Images in the training split of prepared data (from the label file alone; cheap)."""
-    from torchvision.datasets.mnist import read_label_file
-
-    try:
-        return len(read_label_file(str(raw_folder(spec, root) / "train-labels-idx1-ubyte")))
-    except _READ_ERRORS as exc:
-        raise _unreadable_error(spec, root, exc) from None
-
-
 def check_val_size(spec: DatasetSpec, n_train: int, val_size: int) -> None:
     if val_size >= n_train:
         raise ConfigError(
             f"invalid value {val_size} for 'val_size': it must be smaller than the {spec.name} "
             f"training set ({n_train} images). Use e.g. --val_size {max(1, n_train // 12)}."
         )
+
+
+def check_batch_size(spec: DatasetSpec, n_train: int, val_size: int, batch_size: int) -> None:
+    """A batch must fit in the training split (the training set less the validation images)."""
+    split = n_train - val_size
+    if batch_size > split:
+        hint = 2 ** max(0, (max(1, split // 4)).bit_length() - 1)
+        raise ConfigError(
+            f"invalid value {batch_size} for 'batch_size': it is larger than the {spec.name} "
+            f"training split ({split} images: {n_train} less val_size {val_size}). Use e.g. "
+            f"--batch_size {hint}, or a smaller --val_size."
+        )
+
+
+_IDX = {"images": (0x803, 3), "labels": (0x801, 1)}  # IDX magic number and dimensions
+
+
+def _idx_problem(path: Path, kind: str) -> tuple[str | None, int]:
+    """(why the IDX file at ``path`` is damaged or None, its item count), from its header and
+    size alone (no pixels read)."""
+    import struct
+
+    magic, ndim = _IDX[kind]
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header = f.read(4 + 4 * ndim)
+    except OSError as exc:
+        return f"{path.name}: {exc.strerror}", 0
+    if len(header) < 4 + 4 * ndim or struct.unpack(">I", header[:4])[0] != magic:
+        return f"{path.name} is not an IDX {kind} file", 0
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    if kind == "images" and tuple(dims[1:]) != IMAGE_SHAPE[1:]:
+        return f"{path.name} holds {dims[1]}x{dims[2]} images, not 28x28", 0
+    expected = 4 + 4 * ndim + math.prod(dims)
+    if size != expected:
+        what = "truncated" if size < expected else "longer than its header says"
+        return f"{path.name} is {what} ({size} bytes, {expected} expected)", 0
+    return None, dims[0]
+
+
+def check_files(spec: DatasetSpec, root: Path) -> int:
+    """The training set's size, after checking all four prepared files (header, size and image
+    count = label count), cheaply: a damaged file is found before a run writes anything."""
+    counts = {}
+    for split in ("train", "t10k"):
+        for kind in ("images", "labels"):
+            path = raw_folder(spec, root) / f"{split}-{kind}-idx{_IDX[kind][1]}-ubyte"
+            problem, counts[split, kind] = _idx_problem(path, kind)
+            if problem is None and counts[split, "images"] != counts[split, kind]:
+                problem = (f"{path.name} has {counts[split, kind]} labels for "
+                           f"{counts[split, 'images']} images")
+            if problem is not None:
+                raise _unreadable_error(spec, root, ValueError(problem))
+    return counts["train", "images"]
 
 
 def load_data(

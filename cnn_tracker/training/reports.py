@@ -97,6 +97,7 @@ def format_top3(top3: Sequence[tuple[str, float]]) -> str:
 
 def text_tables(report: TestReport) -> str:
     """Per-class table and most-confused pairs, for the terminal."""
+    from cnn_tracker.inputs import printable
     from cnn_tracker.table import render
 
     per_class = [[r["class_id"], r["class"], f"{r['accuracy']:.2%}", r["errors"], r["support"]]
@@ -105,7 +106,7 @@ def text_tables(report: TestReport) -> str:
              render(["id", "class", "accuracy", "errors", "support"], per_class, align="><>>>"),
              "", "most confused (true -> predicted):"]
     for row in report.confused_pairs():
-        lines.append(f"  {row['rank']}. {row['true']} -> {row['predicted']}: {row['count']}")
+        lines.append(printable(f"  {row['rank']}. {row['true']} -> {row['predicted']}: {row['count']}"))
     return "\n".join(lines)
 
 

@@ -83,8 +83,9 @@ def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int):
     """A per-batch LR schedule, or None."""
     if cfg.scheduler == "onecycle":
+        # torch's OneCycleLR divides by zero when pct_start * total_steps == 1 (4 steps in all)
         return torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25,
+            opt, max_lr=cfg.lr, total_steps=total_steps, pct_start=0.25 if total_steps != 4 else 0.3,
             cycle_momentum=cfg.optimizer == "sgd",
         )
     if cfg.scheduler == "cosine":

@@ -143,4 +143,13 @@ def load_resume(path: str | os.PathLike[str]) -> tuple[dict[str, Any], TrainStat
     if missing:
         raise CheckpointError(f"the resume state in '{path}' lacks {', '.join(missing)}: it is "
                               "incomplete; resume from the run's last.pt instead.")
-    return ckpt, TrainState.from_checkpoint(ckpt)
+    try:
+        state = TrainState.from_checkpoint(ckpt)
+        ok = (isinstance(state.run, dict) and isinstance(state.rng.get("torch"), torch.Tensor)
+              and state.epoch >= 1 and state.batch >= 0)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+        ok = False
+    if not ok:
+        raise CheckpointError(f"the resume state in '{path}' is damaged (a field of the wrong type "
+                              "or range): resume from the run's last.pt instead, or start again.")
+    return ckpt, state
