@@ -38,6 +38,8 @@ WANDB_RUN_ID = "WANDB_RUN_ID"
 WANDB_SWEEP_ID = "WANDB_SWEEP_ID"
 WANDB_SWEEP_PARAM_PATH = "WANDB_SWEEP_PARAM_PATH"
 WANDB_DIR = "WANDB_DIR"
+# seconds between writes of a run's .wandb file (W&B's default 15 s): what a reader sees live
+WANDB_LOG_FLUSH = "WANDB_X_TRANSACTION_LOG_FLUSH_INTERVAL"
 WANDB_SILENT = "WANDB_SILENT"
 WANDB_NAME = "WANDB_NAME"
 WANDB_JOB_TYPE = "WANDB_JOB_TYPE"
@@ -298,6 +300,7 @@ def trial_environ(*, run_id: str, project: str, param_path: str, store_root: str
     if wandb_dir is not None:
         Path(wandb_dir).mkdir(parents=True, exist_ok=True)
         environ[WANDB_DIR] = str(wandb_dir)
+        environ.setdefault(WANDB_LOG_FLUSH, "1")  # its agent follows the file (hyperband)
     return environ
 
 

@@ -109,8 +109,8 @@ def best(target, metric, goal, download, link_to, entity, store_dir, as_json) ->
 @click.option("--runs", "run_ids", help="These runs, comma-separated (local ids, or W&B entity/project/id).")
 @click.option("--by", help="Group by config keys, comma-separated (e.g. model or model,dataset): "
               "mean ± std across each group's runs (seeds).")
-@click.option("--metric", default="val/accuracy", show_default=True,
-              help="The metric of the sweep chart (and a column, when not val/accuracy).")
+@click.option("--metric", help="The metric of the sweep chart (and a column, when not "
+              "val/accuracy) [default: a local sweep's metric, else val/accuracy].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write the table (compare.md/.csv/.json) and the PNG charts into this folder.")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "csv", "json"]),
@@ -131,12 +131,18 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
     from cnn_tracker.results.compare import compare_runs, render, write_outputs
     from cnn_tracker.results.source import open_source
 
+    from cnn_tracker.search.command import runs_our_train
+
     ids = [r.strip() for r in run_ids.split(",") if r.strip()] if run_ids else None
     keys = [k.strip() for k in by.split(",") if k.strip()] if by else None
+    store = open_store(store_dir)
+    local = store.find_sweep(target) if target else None
+    metric = metric or (local.metric[0] if local is not None and local.metric else "val/accuracy")
+    ours = local is None or runs_our_train(local.config)  # another program's keys are its own
     for key in keys or []:
-        if key not in KEYS:
+        if ours and key not in KEYS:
             raise unknown_key_error(key, "--by")
-    source = open_source(target, open_store(store_dir), project=project, run_ids=ids, entity=entity,
+    source = open_source(target, store, project=project, run_ids=ids, entity=entity,
                          what=None if ids else f"'{target or project}' (no runs)")
     result = compare_runs(source, sweep=target, project=project, run_ids=ids, by=keys,
                           metric=metric, all_states=all_states)

@@ -101,8 +101,9 @@ def searched_range(spec: Any) -> tuple[float, float] | None:
 
 
 def log_ticks(low: float, high: float) -> list[float]:
-    """Plain 1-2-5 ticks in [low, high]; only the powers of ten over more than 3 decades."""
-    steps = (1,) if math.log10(high / low) > 3 else (1, 2, 5)
+    """Plain 1-2-5 ticks in [low, high]; only the powers of ten over more than 2 decades (the
+    labels of a 1-2-5 axis over 0.001..0.5 overlap in a third of a figure)."""
+    steps = (1,) if math.log10(high / low) > 2 else (1, 2, 5)
     ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
              for m in steps]
     inside = [t for t in ticks if low * (1 - 1e-9) <= t <= high * (1 + 1e-9)]

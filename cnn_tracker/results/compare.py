@@ -82,8 +82,10 @@ def write_outputs(result: Comparison, out_dir: Path, by: list[str] | None, metri
     for name, form in (("compare.md", "markdown"), ("compare.csv", "csv"), ("compare.json", "json")):
         atomic_write(out_dir / name, render(result.table, form) + "\n")
     n = len(result.rows)
-    charts = [chart_models(result.rows, by or ["model"], out_dir / "compare.png",
-                           f"{result.label}: {n} runs")]
+    charts = []
+    if any(r.numbers.get(k) is not None for r in result.rows for k in ("test_accuracy", "train_seconds")):
+        charts.append(chart_models(result.rows, by or ["model"], out_dir / "compare.png",
+                                   f"{result.label}: {n} runs"))  # (another program's: none)
     params = searched_parameters(result.sweep_config) if result.sweep_config else []
     if params:
         charts.append(chart_parameters(result.rows, params, metric, out_dir / "parameters.png",
@@ -143,6 +145,8 @@ def build_table(rows: list[Row], by: list[str] | None, metric: str) -> dict[str,
             records.append({**dict(zip(by, g.key)), "runs": len(g.rows), "run_ids": [r.id for r in g.rows],
                             **{k: {"mean": m, "std": s} for k, (m, s) in stats.items()}})
         return {"header": header, "cells": cells, "records": records, "by": by, "metric": metric}
+    if not any("model" in r.config for r in rows):
+        return _foreign_table(rows, metric)
     header = ["run", "name", "state", "model", "dataset", "seed", *(t for _, t in NUMBERS),
               *(t for _, t in extra)]
     cells, records = [], []
@@ -155,6 +159,23 @@ def build_table(rows: list[Row], by: list[str] | None, metric: str) -> dict[str,
                         "model": r.config.get("model"), "dataset": r.config.get("dataset"),
                         "seed": r.config.get("seed"), **r.numbers, metric: r.metric,
                         "config": r.config})
+    return {"header": header, "cells": cells, "records": records, "by": None, "metric": metric}
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _foreign_table(rows: list[Row], metric: str) -> dict[str, Any]:
+    """Runs of another program: their own parameters, the numbers they have, the metric."""
+    params = list(dict.fromkeys(k for r in rows for k in r.config))
+    present = [(k, t) for k, t in NUMBERS if any(r.numbers.get(k) is not None for r in rows)]
+    header = ["run", "state", *params, *(t for _, t in present), metric]
+    cells = [[r.id, r.state, *(_value(r.config.get(k, "-")) for k in params),
+              *(_num(r.numbers.get(k), k) for k, _ in present), _num(r.metric, "metric", metric)]
+             for r in rows]
+    records = [{"id": r.id, "name": r.name, "state": r.state, "sweep": r.sweep, **r.numbers,
+                metric: r.metric, "config": r.config} for r in rows]
     return {"header": header, "cells": cells, "records": records, "by": None, "metric": metric}
 
 

@@ -6,6 +6,7 @@ agents' job (``runs.lifecycle.reap_stale``).
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from cnn_tracker.results.source import (
     searched_parameters,
     sweep_metric,
 )
+from cnn_tracker.search.command import runs_our_train
 from cnn_tracker.store.db import ACTIVE_STATES, STALE_SECONDS, Store
 from cnn_tracker.store.records import Run, Sweep, numeric_summary
 
@@ -112,24 +114,29 @@ def best_local(store: Store, target: str, metric: str | None, goal: str | None) 
             return None
         metric, goal = resolve_goal(metric, goal, None)
     stored = store.stored_checkpoints()
-    candidates = [r for r in runs if r.id in stored or (r.checkpoint and Path(r.checkpoint).is_file())]
+    foreign = sweep is not None and not runs_our_train(sweep.config)  # its files: its W&B run
+    candidates = [r for r in runs if foreign or r.id in stored
+                  or (r.checkpoint and Path(r.checkpoint).is_file())]
     best = _best(candidates, metric, goal)
     if best is None:
-        raise UserError(f"no finished run of '{target}' with a checkpoint has the metric "
+        raise UserError(f"no finished run of '{target}'{'' if foreign else ' with a checkpoint'} has the metric "
                         f"'{metric}' yet ({len(runs)} run(s) recorded in {store.where}).")
     return {
         "source": "local", "target": target, "run_id": best.id, "run_name": best.name,
-        "state": best.state, "sweep": best.sweep_id, "config": best.config,
+        "state": best.state, "sweep": best.sweep_id, "config": best.config or best.params,
         "metric": {"name": metric, "goal": goal, "value": best.best_metric(metric, goal)},
         "metrics": numeric_summary(best.summary), "checkpoint": best.checkpoint,
         "checkpoint_sha256": stored.get(best.id), "host": best.host,
         "wandb_dir": best.wandb_dir, "output_dir": best.output_dir,
+        **({"program": sweep.config.get("program")} if foreign else {}),
     }
 
 
 def copy_checkpoint(store: Store, found: dict[str, Any], folder: Path) -> Path:
     """The best checkpoint into ``folder/best.pt`` (the name the W&B artifact uses): from the
     store (any machine; its digest checked), else from the run's folder on this machine."""
+    if "program" in found:  # a foreign program's trial: the files of its own W&B run
+        return copy_run_files(found, Path(folder))
     data = store.checkpoint_bytes(found["run_id"]) if found.get("checkpoint_sha256") else None
     if data is None:
         path = found.get("checkpoint")
@@ -141,14 +148,28 @@ def copy_checkpoint(store: Store, found: dict[str, Any], folder: Path) -> Path:
     return atomic_write(Path(folder) / "best.pt", data)
 
 
+def copy_run_files(found: dict[str, Any], folder: Path) -> Path:
+    """A foreign trial's offline W&B run folder (its ``.wandb`` file: config, history, summary;
+    and its files) into ``folder``: ``wandb sync`` or ``wandb leet`` it from there."""
+    runs = sorted(Path(found.get("wandb_dir") or "-").glob(f"wandb/*run-*-{found['run_id']}"))
+    if not runs:
+        raise UserError(f"the W&B run of trial {found['run_id']} is not on this machine (looked in "
+                        f"{found.get('wandb_dir')}, written on {found.get('host')}): download it there.")
+    target = folder / runs[-1].name
+    if target.exists():
+        raise UserError(f"{target} exists already: choose an empty --download folder.")
+    shutil.copytree(runs[-1], target)
+    return target
+
+
 def row_from_store(run: Run, metric: str) -> Row:
     s = run.summary
     per_epoch = [h["perf/images_per_second"] for h in run.history if "perf/images_per_second" in h]
     train_seconds = number(s.get("perf/train_seconds"))
-    if train_seconds is None and run.history:
+    if train_seconds is None and any("perf/epoch_seconds" in h for h in run.history):
         train_seconds = sum(h.get("perf/epoch_seconds", 0.0) for h in run.history)
     return Row(
-        id=run.id, name=run.name or run.id, state=run.state, config=dict(run.config),
+        id=run.id, name=run.name or run.id, state=run.state, config=dict(run.config or run.params),
         sweep=run.sweep_id, metric=run.best_metric(metric, default_goal(metric)),
         numbers={
             "n_params": number(s.get("model/n_params")),

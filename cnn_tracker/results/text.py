@@ -54,6 +54,12 @@ def format_best(target: str, found: dict[str, Any]) -> str:
         lines.append(f"test accuracy {percent(test)}")
     lines.append("config:")
     lines += [f"  {key}: {val}" for key, val in found["config"].items()]
+    if "program" in found:  # a trial of another program: what it has is its W&B run
+        run = found.get("downloaded") or found.get("wandb_dir")
+        lines.append(f"program: {found['program']}; its W&B run: {run}")
+        if not found.get("downloaded"):
+            lines.append(f"next: cnn-tracker best {target} --download DIR (copies the run folder)")
+        return "\n".join(lines)
     ckpt = found.get("downloaded") or found["checkpoint"]
     lines.append(f"checkpoint: {ckpt}")
     if found.get("downloaded") or found["source"] == "local":

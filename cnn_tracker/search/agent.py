@@ -205,6 +205,14 @@ def _record_end(store: Store, run: Run, rc: int, tail: deque, relay: Relay | Non
     return store.run(run.id)
 
 
+def _sync_hint(store: Store, sweep: Sweep, done: int, echo: Callable[[str], None]) -> None:
+    """How to upload a foreign program's trials (each has its own W&B folder)."""
+    if done and not runs_our_train(sweep.config):
+        runs = store.sweep_files(sweep.id) / "runs"
+        echo(f"its trials' W&B runs are offline: upload them with `wandb sync "
+             f"{runs}/*/wandb/offline-run-*`")
+
+
 def _cancel_trial(store: Store, sweep: Sweep, run: Run, proc: subprocess.Popen, *, name: str,
                   echo: Callable[[str], None]) -> None:
     """The sweep was canceled: record the trial killed *first* (so it cannot record itself as
@@ -283,6 +291,7 @@ def run_agent(
             waiting = False
             if run is None:
                 echo(f"[{name}] {why}; agent done after {done} trial(s)")
+                _sync_hint(store, sweep, done, echo)
                 return 0
             done += 1
             total = f"/{count}" if count else ""
@@ -303,6 +312,7 @@ def run_agent(
             else:
                 failures = 0
         echo(f"[{name}] ran {done} trial(s) (--count {count}); agent done")
+        _sync_hint(store, sweep, done, echo)
         return 0
     except (KeyboardInterrupt, Interrupted) as exc:
         echo(f"[{name}] interrupted; agent stopped")

@@ -79,6 +79,9 @@ def _schema_problems(config: dict[str, Any]) -> list[str]:
         official = sweeps.schema_violations_from_proposed_config(config)
     except ValueError as exc:  # a parameter that is not a mapping
         return [*problems, str(exc)]
+    except (AttributeError, TypeError, KeyError) as exc:  # W&B's own check fails on the shape
+        return problems or [f"W&B's schema check cannot read this config ({type(exc).__name__}: "
+                            f"{exc}): parameters must be a mapping of names to specs."]
     names = set(config.get("parameters") or {}) if isinstance(config.get("parameters"), dict) else set()
     for message in official:
         if message in located or message.startswith("invalid hyperparameter configuration"):
