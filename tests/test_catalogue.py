@@ -153,6 +153,19 @@ TYPO_SWEEP = yaml.safe_dump({
     "parameters": {"batchsize": {"values": [32, 64]}, "lr": {"values": [0.01]}},
 })
 DAMAGED_STORE = text("badstore/store.db", "not a database " * 100)
+
+
+def foreign_sqlite(work: Path, fx: Fixtures) -> None:
+    """Another program's SQLite database where a store's store.db goes."""
+    import sqlite3
+
+    (work / "app").mkdir()
+    with sqlite3.connect(work / "app" / "store.db") as db:
+        db.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+    db.close()
+
+
+PG = "postgresql://cnn:hunter2-secret@127.0.0.1"  # no server needed: these fail before one
 TRAIN = ("train", "--data-dir", "{data}", "--mode", "offline", *TINY_ARGS)
 
 
@@ -447,6 +460,31 @@ CASES: list[Case] = [
          ("no run store at", "nostore/store.db", "pass --store")),
     Case("store-recover-missing", "store recover where there is no store",
          ("store", "recover", "--store", "nostore"), ("no run store at", "nothing to recover")),
+    Case("store-db-is-a-folder", "a store whose store.db is a folder (not an empty store)",
+         ("sweep", "list", "--store", "s"), ("s/store.db is not a file", "--store"),
+         folder("s/store.db")),
+    Case("store-foreign-sqlite", "another program's SQLite file as store.db: never written",
+         ("store", "check", "--store", "app"), ("not a cnn-tracker run store", "invoices",
+                                                "left untouched"), foreign_sqlite),
+    Case("store-foreign-sqlite-train", "train into another program's SQLite file",
+         (*TRAIN, "--store", "app"), ("not a cnn-tracker run store", "invoices"), foreign_sqlite),
+    Case("store-url-port", "a PostgreSQL URL whose port is not a number",
+         ("sweep", "list", "--store", f"{PG}:54x2/sweeps"), ("the port is not a number", "5432")),
+    Case("store-url-no-database", "a PostgreSQL URL without a database",
+         ("sweep", "list", "--store", f"{PG}:5432"), ("names no host or no database",
+                                                       "postgresql://USER@HOST:PORT/DATABASE")),
+    Case("store-url-unreachable", "a PostgreSQL URL where no server listens",
+         ("sweep", "status", "abc12345", "--store", f"{PG}:1/sweeps"),
+         ("cannot connect to the PostgreSQL run store at 127.0.0.1:1", "check the host and port",
+          "nothing was written")),
+    Case("store-url-unreachable-agent", "an agent given a PostgreSQL URL where no server listens",
+         ("agent", "abc12345", "--store", f"{PG}:1/sweeps"),
+         ("cannot connect to the PostgreSQL run store", "127.0.0.1:1")),
+    Case("store-url-scheme", "a store URL that is not PostgreSQL",
+         ("sweep", "list", "--store", "mysql://u:p@host/db"), ("not a folder or a PostgreSQL URL",
+                                                               "postgresql://")),
+    Case("store-copy-same", "store copy of a store onto itself",
+         ("store", "copy", "badstore", "badstore"), ("two different stores",), DAMAGED_STORE),
     # resume
     Case("resume-weights-only", "train --resume with a best.pt (weights only, no training state)",
          ("train", "--resume", "{ckpt}"), ("holds weights only", "pass last.pt or resume.pt")),

@@ -18,6 +18,8 @@ from cnn_tracker.errors import UserError
 from cnn_tracker.store.schema import DB_NAME
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
+URL_FORM = ("postgresql://USER@HOST:PORT/DATABASE (the password as USER:PASSWORD@ in it, or in "
+            "PGPASSWORD / ~/.pgpass)")
 MASK = "***"
 
 
@@ -83,16 +85,15 @@ def _postgres(url: str) -> Location:
     parts = urlsplit(url)
     if parts.scheme not in POSTGRES_SCHEMES:
         raise UserError(f"--store {shown!r} is not a folder or a PostgreSQL URL: give a folder, or "
-                        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.")
+                        f"{URL_FORM}.")
     try:
         port = parts.port
     except ValueError:
-        raise UserError(f"--store {shown!r}: the port is not a number; give "
-                        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (default port 5432).") from None
+        raise UserError(f"--store {shown!r}: the port is not a number; give {URL_FORM}, "
+                        "PORT 5432 by default.") from None
     database = unquote(parts.path.lstrip("/"))
     if not parts.hostname or not database or "/" in database:
-        raise UserError(f"--store {shown!r} names no host or no database: give "
-                        "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.")
+        raise UserError(f"--store {shown!r} names no host or no database: give {URL_FORM}.")
     host = parts.hostname
     return Location("postgresql", url, env.store_files_dir(), shown, host=host, port=port or 5432,
                     database=database, user=unquote(parts.username or ""),
