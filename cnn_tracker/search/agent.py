@@ -207,8 +207,8 @@ def _record_end(store: Store, run: Run, rc: int, tail: deque, relay: Relay | Non
 
 def _sync_hint(store: Store, sweep: Sweep, done: int, echo: Callable[[str], None]) -> None:
     """How to upload a foreign program's trials (each has its own W&B folder)."""
-    if done and not runs_our_train(sweep.config):
-        runs = store.sweep_files(sweep.id) / "runs"
+    runs = store.sweep_files(sweep.id) / "runs"
+    if done and not runs_our_train(sweep.config) and any(runs.glob("*/wandb/offline-run-*")):
         echo(f"its trials' W&B runs are offline: upload them with `wandb sync "
              f"{runs}/*/wandb/offline-run-*`")
 
