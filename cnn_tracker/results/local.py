@@ -122,7 +122,7 @@ def best_local(store: Store, target: str, metric: str | None, goal: str | None) 
         raise UserError(f"no finished run of '{target}'{'' if foreign else ' with a checkpoint'} has the metric "
                         f"'{metric}' yet ({len(runs)} run(s) recorded in {store.where}).")
     return {
-        "source": "local", "target": target, "run_id": best.id, "run_name": best.name,
+        "source": "local", "target": target, "run_id": best.id, "run_name": best.name or best.id,
         "state": best.state, "sweep": best.sweep_id, "config": best.config or best.params,
         "metric": {"name": metric, "goal": goal, "value": best.best_metric(metric, goal)},
         "metrics": numeric_summary(best.summary), "checkpoint": best.checkpoint,
