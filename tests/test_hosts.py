@@ -159,7 +159,7 @@ def test_a_trial_preempted_on_one_host_is_resumed_on_another(hosts, pg_url):
     """Host A's agent is stopped (SIGTERM): its trial saves resume.pt and ends preempted. Host A
     is then gone; host B's agent resumes the trial from the checkpoint the store keeps."""
     a, b, _ = hosts
-    slow = {**TRIAL, "batch_size": {"value": 4}, "epochs": {"value": 2}}
+    slow = {**TRIAL, "batch_size": {"value": 4}, "epochs": {"value": 4}}  # SIGTERM lands mid-run
     config = {"method": "grid", "metric": {"name": "val/accuracy", "goal": "maximize"},
               "program": "cnn_tracker/__main__.py", "command": COMMAND,
               "parameters": {**slow, "lr": {"values": [0.01]}}}
@@ -171,6 +171,8 @@ def test_a_trial_preempted_on_one_host_is_resumed_on_another(hosts, pg_url):
     first.send_signal(signal.SIGTERM)
     out = first.communicate(timeout=120)[0]
     assert store.run(trial.id).state == "preempted", out
+    done_on_a = store.run(trial.id).epochs
+    assert 1 <= done_on_a < 4
     assert "resume" in store._call(lambda q, r: [x["name"] for x in q.rows(
         "SELECT name FROM checkpoints WHERE run_id = ?", trial.id)], write=False)
     shutil.rmtree(a.root)
@@ -179,5 +181,5 @@ def test_a_trial_preempted_on_one_host_is_resumed_on_another(hosts, pg_url):
     assert resumed.returncode == 0, out
     runs = store.runs(sweep_id=sweep_id)
     assert [(r.id, r.state, r.agent) for r in runs] == [(trial.id, "finished", "host-b")]
-    assert [h["epoch"] for h in runs[0].history] == [1, 2]  # epoch 1 from A, epoch 2 from B
+    assert [h["epoch"] for h in runs[0].history] == [1, 2, 3, 4]  # A's epochs, then B's
     assert runs[0].output_dir.startswith(str(b.root))
