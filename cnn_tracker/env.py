@@ -165,32 +165,27 @@ def store_files_dir() -> Path:
     return Path(DEFAULT_STORE).absolute()
 
 
+def _seconds(name: str, default: float, low: float, high: float) -> float:
+    """A number of seconds from variable ``name`` (``default`` when unset), within low..high."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:
+        raise UserError(f"invalid {name}={raw!r}: give seconds between {low:g} and {high:g} "
+                        f"(default {default:g}), or unset it.")
+    return value
+
+
 def store_retry_seconds() -> float:
     """How long a database store is retried after its connection is lost (default 600 s)."""
-    raw = os.environ.get(STORE_RETRY_VAR, "").strip()
-    try:
-        value = float(raw) if raw else STORE_RETRY_SECONDS
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 86400:
-        raise UserError(f"invalid {STORE_RETRY_VAR}={raw!r}: give seconds between 0 and 86400 "
-                        f"(default {STORE_RETRY_SECONDS:g}), or unset it.")
-    return value
+    return _seconds(STORE_RETRY_VAR, STORE_RETRY_SECONDS, 0, 86400)
 
 
 def heartbeat_seconds() -> float:
     """Seconds between heartbeats: CNN_TRACKER_HEARTBEAT_SECONDS, else HEARTBEAT_SECONDS."""
-    raw = os.environ.get(HEARTBEAT_VAR, "").strip()
-    if not raw:
-        return HEARTBEAT_SECONDS
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.05 <= value <= 3600:
-        raise UserError(f"invalid {HEARTBEAT_VAR}={raw!r}: give seconds between 0.05 and 3600 "
-                        f"(default {HEARTBEAT_SECONDS:g}), or unset it.")
-    return value
+    return _seconds(HEARTBEAT_VAR, HEARTBEAT_SECONDS, 0.05, 3600)
 
 
 def get(name: str) -> str | None:

@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from cnn_tracker.store.db import Store
 
 from .conftest import REPO
 from .pgserver import PASSWORD
+from .test_faults import wait_for
 
 TRIAL = {"model": {"value": "lenet"}, "epochs": {"value": 2}, "batch_size": {"value": 32},
          "val_size": {"value": 50}, "log_misclassified": {"value": 4},
@@ -70,16 +70,6 @@ def _create(host: Host, config: dict) -> str:
     return json.loads(made.stdout)["sweep_id"]
 
 
-def _wait(predicate, what: str, timeout: float = 180.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def hosts(pg_url, tiny_root, tmp_path):
     return [Host(tmp_path, name, pg_url, tiny_root) for name in ("host-a", "host-b", "host-c")]
@@ -94,7 +84,7 @@ def test_two_hosts_run_one_grid_the_database_restarts_and_a_third_host_gets_the_
     sweep_id = _create(a, config)
     agents = [a.agent(sweep_id, "--stale-after", "60"), b.agent(sweep_id, "--stale-after", "60")]
     store = Store(pg_url, say=lambda line: None)
-    _wait(lambda: any(r.state == "finished" for r in store.runs(sweep_id=sweep_id)), "a first trial")
+    wait_for(lambda: any(r.state == "finished" for r in store.runs(sweep_id=sweep_id)), "a first trial")
     pg_server.restart(down_seconds=1.0)  # every connection of every host is cut
     outputs = [p.communicate(timeout=300)[0] for p in agents]
     assert [p.returncode for p in agents] == [0, 0], outputs
@@ -138,7 +128,7 @@ def test_a_killed_host_leaves_a_crashed_trial_and_the_sweep_goes_on(hosts, pg_ur
     sweep_id = _create(a, config)
     store = Store(pg_url, say=lambda line: None)
     doomed = a.agent(sweep_id, "--stale-after", "3")
-    victim = _wait(lambda: next((r for r in store.runs(sweep_id=sweep_id)
+    victim = wait_for(lambda: next((r for r in store.runs(sweep_id=sweep_id)
                                  if r.state == "running" and r.epochs >= 1 and r.pid), None),
                    "host A's trial to train")
     os.killpg(doomed.pid, signal.SIGKILL)  # the whole host: its agent ...
@@ -166,7 +156,7 @@ def test_a_trial_preempted_on_one_host_is_resumed_on_another(hosts, pg_url):
     sweep_id = _create(a, config)
     store = Store(pg_url, say=lambda line: None)
     first = a.agent(sweep_id)
-    trial = _wait(lambda: next((r for r in store.runs(sweep_id=sweep_id)
+    trial = wait_for(lambda: next((r for r in store.runs(sweep_id=sweep_id)
                                 if r.state == "running" and r.epochs >= 1), None), "A's trial")
     first.send_signal(signal.SIGTERM)
     out = first.communicate(timeout=120)[0]

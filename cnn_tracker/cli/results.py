@@ -130,7 +130,6 @@ def compare(target, project, run_ids, by, metric, out_dir, fmt, all_states, enti
     """
     from cnn_tracker.results.compare import compare_runs, render, write_outputs
     from cnn_tracker.results.source import open_source
-
     from cnn_tracker.search.command import runs_our_train
 
     ids = [r.strip() for r in run_ids.split(",") if r.strip()] if run_ids else None
