@@ -146,7 +146,7 @@ def agent(sweep_id, count, gpus, agents, max_failures, stagger, project, entity,
             sys.exit(run_agent(store, sweep_id, count=count, max_failures=max_failures, name=name,
                                echo=click.echo, stream=verbose, progress=not quiet_trials,
                                stale_seconds=stale_after))
-        commands = [local_agent_command(sweep_id, store=store, count=count,
+        commands = [local_agent_command(sweep_id, count=count,
                                         max_failures=max_failures, name=f"{name}-{i}",
                                         stale_after=stale_after)
                     for i in range(len(slots))]

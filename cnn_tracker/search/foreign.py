@@ -49,7 +49,9 @@ class Relay:
     def _row(self, row: dict[str, float]) -> None:
         self.rows.append(row)
         self.store.record_epoch(self.run.id, len(self.rows), row)
-        if "early_terminate" in self.sweep.config and not self.stop_reason:
+        metric = self.sweep.metric
+        if "early_terminate" in self.sweep.config and not self.stop_reason and metric \
+                and metric[0] in row:  # hyperband reads only the rows that hold its metric
             self._judge()
 
     def _judge(self) -> None:
@@ -92,8 +94,8 @@ class Relay:
         if path is None:
             return (f"the trial started no W&B run (no run file in {self.wandb_dir}): the sweep's "
                     f"metric '{metric[0]}' must be logged with wandb.init() and wandb.log()")
-        logged = sorted({k for r in self.rows for k in r if not k.startswith("_")} | set(summary))
-        logged = [k for k in logged if not k.startswith("_")]
+        logged = sorted(k for k in {*(k for r in self.rows for k in r), *summary}
+                        if not k.startswith("_"))
         return (f"the trial never logged the sweep's metric '{metric[0]}' (it logged: "
                 f"{', '.join(logged[:12]) or 'nothing'}): log it with wandb.log({{'{metric[0]}': ...}})")
 

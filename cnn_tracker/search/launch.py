@@ -67,7 +67,7 @@ def launch(
         restore_signals(previous)
 
 
-def local_agent_command(sweep_id: str, *, store: Store, count: int | None, max_failures: int,
+def local_agent_command(sweep_id: str, *, count: int | None, max_failures: int,
                         name: str, stale_after: float = STALE_SECONDS) -> list[str]:
     """A local agent's argv; its store reaches it through the environment
     (:func:`store_environ`), so a database password never shows in a process list."""

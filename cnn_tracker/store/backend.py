@@ -17,7 +17,7 @@ from typing import Any
 from cnn_tracker import env
 from cnn_tracker.errors import UserError
 from cnn_tracker.store.location import Location
-from cnn_tracker.store.schema import SCHEMA_VERSION, statements
+from cnn_tracker.store.schema import DB_NAME, SCHEMA_VERSION, statements
 
 
 class ConnectionLost(Exception):
@@ -37,11 +37,16 @@ class Backend(ABC):
         self.connected_once = False  # a failure before that is the user's setup, not an outage
 
     # -- connection ---------------------------------------------------------------------------
-    def connection(self) -> Any:
-        """The open connection, its schema created or checked on first use."""
+    def opened(self) -> Any:
+        """The open connection, as it is (no schema check): opened on first use."""
         if self._conn is None:
             self._conn = self._open()
             self.connected_once = True
+        return self._conn
+
+    def connection(self) -> Any:
+        """The open connection, its schema created or checked on first use."""
+        self.opened()
         if not self._ready:
             self._ensure_schema(self._conn)
             self._ready = True
@@ -110,7 +115,7 @@ class SqliteBackend(Backend):
 
     @property
     def path(self):
-        return self.location.root / "store.db"
+        return self.location.root / DB_NAME
 
     def exists(self) -> bool:
         if self.path.exists() and not self.path.is_file():

@@ -48,15 +48,9 @@ class PostgresBackend(Backend):
 
     def exists(self) -> bool:
         if not self._exists:
-            conn = self._conn if self._conn is not None else self._reopen()
-            row = conn.execute(f"SELECT to_regclass('{META_TABLE}') AS t").fetchone()
+            row = self.opened().execute(f"SELECT to_regclass('{META_TABLE}') AS t").fetchone()
             self._exists = row["t"] is not None
         return self._exists
-
-    def _reopen(self) -> Any:
-        self._conn = self._open()
-        self.connected_once = True
-        return self._conn
 
     def _open(self) -> Any:
         psycopg = _driver()

@@ -21,6 +21,7 @@ from cnn_tracker.errors import UserError
 from cnn_tracker.store.backend import ConnectionLost, make_backend
 from cnn_tracker.store.location import locate
 from cnn_tracker.store.query import Query
+from cnn_tracker.store.schema import DB_NAME
 
 
 class StoreUnavailable(Exception):
@@ -43,7 +44,7 @@ class Session:
     @property
     def path(self) -> Path:
         """The SQLite file (a folder store's ``store.db``)."""
-        return self.location.root / "store.db"
+        return self.location.root / DB_NAME
 
     @property
     def is_postgres(self) -> bool:

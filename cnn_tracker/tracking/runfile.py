@@ -46,13 +46,6 @@ def read_summary(run_file: Path, timeout: float = 120) -> dict[str, Any]:
     return json.loads(out.stdout)
 
 
-def history(run_file: Path, timeout: float = 120) -> list[dict[str, float]]:
-    """Every history row of a (finished or running) run file, in order."""
-    out = subprocess.run([wandb_exe(), "leet", "inspect", "--json", str(run_file)],
-                         capture_output=True, text=True, timeout=timeout)
-    return [row for row, _ in _history_rows(out.stdout.splitlines())]
-
-
 def _history_rows(lines) -> Iterator[tuple[dict[str, float], dict[str, Any]]]:
     for line in lines:
         try:
@@ -73,14 +66,12 @@ class Follower:
             [wandb_exe(), "leet", "inspect", "--follow", "--json", "--idle-timeout", "0",
              str(run_file)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self._on_row = on_row
-        self.rows = 0
         self._thread = threading.Thread(target=self._pump, name="cnn-tracker-follow", daemon=True)
         self._thread.start()
 
     def _pump(self) -> None:
         assert self._proc.stdout is not None
         for row, _ in _history_rows(self._proc.stdout):
-            self.rows += 1
             self._on_row(row)
 
     def stop(self, wait: float = 10.0) -> None:
