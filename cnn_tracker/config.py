@@ -1,7 +1,7 @@
 """The one typed training config, and how it is built from every source.
 
-Precedence, lowest first: ``TrainConfig`` defaults < ``--config FILE.yaml`` < CLI options <
-values a W&B sweep put into ``wandb.config``. Every source goes through :func:`make_config`, so a
+Precedence, lowest first: ``TrainConfig`` defaults < the dataset's recipe (``DATASET_DEFAULTS``) <
+``--preset`` < ``--config FILE.yaml`` < CLI options < values a W&B sweep put into ``wandb.config``. Every source goes through :func:`make_config`, so a
 typo or a bad value is reported the same way wherever it came from: the key, the value, the
 allowed range and, for an unknown key, the closest valid key and the full list.
 """
@@ -11,16 +11,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from cnn_tracker.errors import ConfigError, closest, yaml_problem
-from cnn_tracker.inputs import MAX_FILE_BYTES, clip, load_yaml
+from cnn_tracker.errors import ConfigError, closest
+from cnn_tracker.inputs import clip, load_config_file
+from cnn_tracker.recipes import DATASET_DEFAULTS, MODEL_BOUND, PRESETS
 
 DATASETS = ("mnist", "fashion-mnist")
-MODELS = ("mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet")
+MODELS = ("mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet", "fastcnn")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
@@ -42,18 +40,19 @@ class TrainConfig:
 
     dataset: str = "mnist"  # one of DATASETS
     model: str = "fashioncnn"  # one of MODELS
-    epochs: int = 12  # full passes over the training split (60k - val_size images)
-    batch_size: int = 256  # images per optimizer step
+    epochs: int = 15  # full passes over the training split (60k - val_size images)
+    batch_size: int = 128  # images per optimizer step
     lr: float = 3e-3  # peak learning rate (the OneCycle maximum; constant when scheduler=none)
     optimizer: str = "adamw"  # one of OPTIMIZERS
     momentum: float = 0.9  # SGD momentum (Nesterov); ignored by adam/adamw
     weight_decay: float = 5e-4  # decoupled for adamw, L2 for adam/sgd
     hidden_units: int | None = None  # width knob of the model, 1-4096; None = the seed default
     dropout: float | None = None  # dropout before the classifier; None = the model's default
-    batch_norm: bool = False  # BatchNorm after every conv (not in the reference layouts)
+    batch_norm: bool = True  # BatchNorm after every conv (not in the reference layouts)
     scheduler: str = "onecycle"  # one of SCHEDULERS, stepped per batch
-    label_smoothing: float = 0.0  # cross-entropy label smoothing, 0 <= x < 1
+    label_smoothing: float = 0.1  # cross-entropy label smoothing, 0 <= x < 1
     augment: bool = True  # random shifts of up to 2 px (+ horizontal flips on fashion-mnist)
+    tta: bool = False  # evaluate each image and its mirror, average the logits (fashion-mnist only)
     val_size: int = 5000  # images held out of the training set for model selection
     seed: int = 0  # seeds the split, init, shuffling and augmentation
     device: str = "auto"  # one of DEVICES; auto = cuda when available
@@ -79,18 +78,6 @@ class RunSettings:
     job_type: str | None = None  # None = WANDB_JOB_TYPE, else "train"
     mode: str | None = None  # None = resolve from the environment (see cnn_tracker.env)
 
-
-# Named starting points, per dataset: defaults < preset < config file < CLI < sweep values.
-# "fast" is the shortest CPU recipe measured to reach the bench targets (`cnn-tracker bench`):
-# 99.0% MNIST and the TinyVGG reference's 92.64% Fashion-MNIST test accuracy. See README, Performance.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "fast": {
-        "mnist": {"model": "lenet", "epochs": 3, "batch_size": 128, "lr": 0.01,
-                  "label_smoothing": 0.1, "augment": False},
-        "fashion-mnist": {"model": "fashioncnn", "epochs": 8, "batch_size": 128, "lr": 0.004,
-                          "label_smoothing": 0.1, "dropout": 0.25, "augment": False},
-    },
-}
 
 KEYS: tuple[str, ...] = tuple(f.name for f in fields(TrainConfig))
 _FIELDS = {f.name: f for f in fields(TrainConfig)}
@@ -132,6 +119,7 @@ ALIASES = {
     "schedule": "scheduler", "arch": "model", "architecture": "model", "data": "dataset",
     "random_seed": "seed", "augmentation": "augment", "data_augmentation": "augment",
     "batchnorm": "batch_norm", "bn": "batch_norm",
+    "test_time_augmentation": "tta", "flip_tta": "tta", "tta_flip": "tta",
 }
 
 _TRUE = {"true", "1", "yes", "y", "on"}
@@ -247,8 +235,14 @@ def make_config(
     base: TrainConfig | None = None,
     source: str = "config",
 ) -> TrainConfig:
-    """A validated TrainConfig: ``base`` (default: the defaults) updated with ``overrides``."""
-    values = asdict(base or TrainConfig())
+    """A validated TrainConfig: ``base`` updated with ``overrides``.
+
+    Without ``base``, the base is the defaults of the dataset (and model) ``overrides`` names,
+    MNIST's when it names none: see :func:`dataset_defaults`.
+    """
+    if base is None:
+        base = _defaults_for(overrides or {}, source)
+    values = asdict(base)
     for key, raw in (overrides or {}).items():
         if key not in _FIELDS:
             raise unknown_key_error(str(key), source)
@@ -258,47 +252,34 @@ def make_config(
     return TrainConfig(**values)
 
 
-def unwrap_wandb_values(mapping: Mapping[str, Any]) -> dict[str, Any]:
-    """Accept W&B's ``config-defaults.yaml`` form (``key: {value: x, desc: ...}``) as plain values."""
-    out = {}
-    for key, value in mapping.items():
-        if str(key).startswith("_") or key == "wandb_version":  # W&B's own bookkeeping keys
-            continue
-        if isinstance(value, Mapping) and "value" in value:
-            value = value["value"]
-        out[str(key)] = value
-    return out
+def dataset_defaults(dataset: str, model: str | None = None) -> TrainConfig:
+    """The config a run on ``dataset`` gets when nothing else sets a key; for another ``model``
+    than the recipe's, without the recipe's MODEL_BOUND keys."""
+    recipe = dict(DATASET_DEFAULTS[dataset])
+    if model is not None and model != recipe.get("model", TrainConfig.model):
+        recipe = {k: v for k, v in recipe.items() if k not in MODEL_BOUND}
+    return make_config({"dataset": dataset, **recipe}, base=TrainConfig(),
+                       source=f"the {dataset} defaults")
 
 
-def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The key → value mapping of a YAML config file, unvalidated (make_config validates)."""
-    p = Path(path)
-    try:
-        if p.stat().st_size > MAX_FILE_BYTES:
-            raise ConfigError(f"config file '{p}' is {p.stat().st_size} bytes: a config file is a "
-                              f"few key: value lines (at most {MAX_FILE_BYTES} bytes).")
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file '{p}' does not exist: check the path given to --config.")
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file '{p}' is not a text file: --config takes a YAML file.") from None
-    except OSError as exc:
-        raise ConfigError(f"config file '{p}' cannot be read ({exc.strerror}).") from None
-    try:
-        data = load_yaml(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"config file '{p}' is not valid YAML{yaml_problem(exc)}. "
-            "Fix the syntax (a mapping of key: value lines)."
-        ) from None
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(
-            f"config file '{p}' must be a mapping of key: value lines, "
-            f"got a {type(data).__name__}."
-        )
-    return unwrap_wandb_values(data)
+def _defaults_for(values: Mapping[str, Any], source: str, preset: str | None = None) -> TrainConfig:
+    """The defaults for the dataset and model ``values`` (or else the preset) name."""
+    given = {k: v for k, v in values.items() if k in ("dataset", "model")}
+    chosen = make_config(given, base=TrainConfig(), source=source)
+    model = chosen.model if "model" in given else PRESETS.get(preset or "", {}).get(
+        chosen.dataset, {}).get("model")
+    return dataset_defaults(chosen.dataset, model)
+
+
+def redefault(cfg: TrainConfig, dataset: str) -> TrainConfig:
+    """``cfg`` moved to ``dataset``: keys at their defaults take ``dataset``'s, others are kept
+    (for a sweep that sets the dataset only in ``wandb.config``, without ``${args}``)."""
+    if dataset == cfg.dataset:
+        return cfg
+    old = asdict(dataset_defaults(cfg.dataset))
+    kept = {k: v for k, v in asdict(cfg).items() if v != old[k]}
+    return make_config({**kept, "dataset": dataset}, base=dataset_defaults(dataset),
+                       source="wandb.config")
 
 
 def preset_values(preset: str, dataset: str) -> dict[str, Any]:
@@ -316,16 +297,15 @@ def config_from_sources(
     cli: Mapping[str, Any],
     preset: str | None = None,
 ) -> TrainConfig:
-    """Defaults < preset < config file < CLI options, each validated with its own source name.
+    """The dataset's defaults < preset < config file < CLI options, each validated with its own
+    source name.
 
-    A preset is per dataset, so the dataset is read from the config file and CLI first.
+    Defaults and presets are per dataset, so the dataset is read from the config file and CLI first.
     """
     file_values = load_config_file(config_file) if config_file is not None else {}
-    cfg = TrainConfig()
+    cfg = _defaults_for({**file_values, **cli}, "command line", preset)
     if preset is not None:
-        dataset = make_config({k: v for k, v in {**file_values, **cli}.items() if k == "dataset"},
-                              source="command line").dataset
-        cfg = make_config(preset_values(preset, dataset), source=f"preset {preset}")
+        cfg = make_config(preset_values(preset, cfg.dataset), base=cfg, source=f"preset {preset}")
     if config_file is not None:
         cfg = make_config(file_values, base=cfg, source=f"config file {config_file}")
     return make_config(cli, base=cfg, source="command line")

@@ -10,13 +10,17 @@ with its control characters escaped. Nothing here imports click, torch or wandb.
 from __future__ import annotations
 
 import json
+import os
 import re
 import unicodedata
-from typing import Any
+from pathlib import Path
+from typing import Any, Mapping
 
 import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, ScalarNode
+
+from cnn_tracker.errors import ConfigError, yaml_problem
 
 MAX_FILE_BYTES = 1_000_000  # a config or sweep file is text of at most this size
 MAX_ALIASES = 100  # YAML aliases (*name) in one document
@@ -188,3 +192,46 @@ def name_problem(name: str) -> str | None:
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):
         return "it holds control characters"
     return None
+
+
+def unwrap_wandb_values(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    """Accept W&B's ``config-defaults.yaml`` form (``key: {value: x, desc: ...}``) as plain values."""
+    out = {}
+    for key, value in mapping.items():
+        if str(key).startswith("_") or key == "wandb_version":  # W&B's own bookkeeping keys
+            continue
+        if isinstance(value, Mapping) and "value" in value:
+            value = value["value"]
+        out[str(key)] = value
+    return out
+
+
+def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The key → value mapping of a YAML config file, unvalidated (make_config validates)."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"config file '{p}' is {p.stat().st_size} bytes: a config file is a "
+                              f"few key: value lines (at most {MAX_FILE_BYTES} bytes).")
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file '{p}' does not exist: check the path given to --config.")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{p}' is not a text file: --config takes a YAML file.") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{p}' cannot be read ({exc.strerror}).") from None
+    try:
+        data = load_yaml(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            f"config file '{p}' is not valid YAML{yaml_problem(exc)}. "
+            "Fix the syntax (a mapping of key: value lines)."
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"config file '{p}' must be a mapping of key: value lines, "
+            f"got a {type(data).__name__}."
+        )
+    return unwrap_wandb_values(data)

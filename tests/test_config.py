@@ -10,6 +10,7 @@ from cnn_tracker.config import (
     KEYS,
     TrainConfig,
     config_from_sources,
+    dataset_defaults,
     make_config,
     parse_bool,
 )
@@ -17,7 +18,8 @@ from cnn_tracker.errors import ConfigError
 
 
 def test_defaults_validate():
-    assert make_config({}) == TrainConfig()
+    assert make_config({}) == dataset_defaults("mnist")
+    assert make_config({"dataset": "fashion-mnist"}) == dataset_defaults("fashion-mnist")
 
 
 def test_precedence_defaults_file_cli(tmp_path):

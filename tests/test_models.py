@@ -70,7 +70,10 @@ def test_dropout_default_and_override():
 
 
 def test_with_model_defaults_fills_only_what_is_left_at_none():
-    cfg = with_model_defaults(make_config({"model": "fashioncnn"}))
+    cfg = with_model_defaults(make_config({"model": "fashioncnn", "hidden_units": None,
+                                           "dropout": None}))
     assert (cfg.hidden_units, cfg.dropout) == (128, 0.5)
+    cfg = with_model_defaults(make_config({"model": "deepcnn"}))  # not the recipe's model
+    assert (cfg.hidden_units, cfg.dropout) == (128, 0.0)
     cfg = with_model_defaults(make_config({"model": "lenet", "hidden_units": 64, "dropout": 0.2}))
     assert (cfg.hidden_units, cfg.dropout) == (64, 0.2)

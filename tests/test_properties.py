@@ -28,8 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnn_tracker.cli import cli
-from cnn_tracker.config import KEYS, TrainConfig, load_config_file, make_config
+from cnn_tracker.config import KEYS, TrainConfig, make_config
 from cnn_tracker.errors import UserError
+from cnn_tracker.inputs import load_config_file
 from cnn_tracker.search.draws import DISTRIBUTIONS
 from cnn_tracker.search.spec import load_checked
 from cnn_tracker.tools.inference import load_for_inference, predict_files

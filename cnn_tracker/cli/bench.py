@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from cnn_tracker import env
@@ -19,16 +21,19 @@ from cnn_tracker.errors import UserError
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--repeats", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Throughput and W&B overhead: median of N alternating runs.")
-@click.option("--tta-repeats", type=click.IntRange(1, 100), default=1, show_default=True,
+@click.option("--tta-repeats", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Time to target of the fast preset: median over seeds 0..N-1.")
 @click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Test accuracy to reach [default: 0.99 mnist, 0.9264 fashion-mnist].")
 @click.option("--reference-budget", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds of reference-loop training before it gives up on the target.")
 @click.option("--reference-model", type=click.Choice(MODELS),
-              default="tinyvgg", show_default=True, help="Model of the reference loop.")
-@click.option("--reference-hidden", type=click.IntRange(1, 4096), default=10, show_default=True,
-              help="hidden_units of the reference model (the throughput comparison uses it too).")
+              help="Model of the reference loop [default: mnist tinyvgg, fashion-mnist fashioncnn].")
+@click.option("--reference-hidden", type=click.IntRange(1, 4096),
+              help="hidden_units of the reference model (the throughput comparison uses it too) "
+                   "[default: mnist 10, fashion-mnist 128].")
+@click.option("--reference-batch-size", type=click.IntRange(1, 65536),
+              help="Batch size of the reference loop [default: mnist 32, fashion-mnist 128].")
 @click.option("--overhead-epochs", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Epochs of the W&B overhead runs and of the peak-RSS run.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -38,8 +43,9 @@ from cnn_tracker.errors import UserError
               "not a measurement).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def bench(dataset, device, repeats, tta_repeats, target, reference_budget, reference_model,
-          reference_hidden, overhead_epochs, overrides, data_dir, quick, as_json) -> None:
-    """Measure training speed: our trainer vs a reference loop (DataLoader, batch 32, Adam), side by side in one process.
+          reference_hidden, reference_batch_size, overhead_epochs, overrides, data_dir, quick,
+          as_json) -> None:
+    """Measure training speed: our trainer vs a reference loop (DataLoader, Adam), side by side in one process.
 
     Throughput on the same model; time to a target test accuracy (fast preset vs the reference
     loop); W&B offline vs disabled overhead and init/finish time; peak RSS of a train process.
@@ -51,7 +57,7 @@ def bench(dataset, device, repeats, tta_repeats, target, reference_budget, refer
         format_report,
         run_bench,
     )
-    from cnn_tracker.tools.reference import Reference
+    from cnn_tracker.tools.reference import REFERENCES
 
     pairs = []
     for item in overrides:
@@ -63,7 +69,9 @@ def bench(dataset, device, repeats, tta_repeats, target, reference_budget, refer
         dataset=dataset, device=device, repeats=repeats, tta_repeats=tta_repeats, target=target,
         reference_budget=reference_budget, overhead_epochs=overhead_epochs,
         overrides=tuple(pairs), quick=quick,
-        reference=Reference(model=reference_model, hidden_units=reference_hidden),
+        reference=dataclasses.replace(REFERENCES[dataset], **{k: v for k, v in {
+            "model": reference_model, "hidden_units": reference_hidden,
+            "batch_size": reference_batch_size}.items() if v is not None}),
     )
     fast_config(opts)  # a bad --set fails here, before any measurement
     report = run_bench(opts, env.data_dir(data_dir), echo=(lambda s: None) if as_json else

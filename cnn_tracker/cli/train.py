@@ -17,12 +17,14 @@ import click
 
 from cnn_tracker import env
 from cnn_tracker.config import (
+    DATASETS,
     KEYS,
     PRESETS,
     WANDB_MODES,
     RunSettings,
     TrainConfig,
     config_from_sources,
+    dataset_defaults,
     unknown_key_error,
 )
 from cnn_tracker.errors import UserError, closest
@@ -30,7 +32,7 @@ from cnn_tracker.inputs import clip, load_json
 
 _HELP = {  # one line per key for --help; units and ranges live in config.py comments too
     "dataset": "mnist or fashion-mnist",
-    "model": "mlp, tinyvgg, fashioncnn, deepcnn or lenet",
+    "model": "mlp, tinyvgg, fashioncnn, deepcnn, lenet or fastcnn",
     "epochs": "passes over the training split",
     "batch_size": "images per optimizer step",
     "lr": "peak learning rate",
@@ -56,20 +58,26 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
 }
 
 
+def _default_text(key: str) -> str:
+    """The key's default, per dataset where the datasets' recipes differ."""
+    values = {d: getattr(dataset_defaults(d), key) for d in DATASETS}
+    if key == "dataset" or len(set(map(str, values.values()))) == 1:
+        return f"[default: {values[DATASETS[0]]}]"
+    return "[default: " + "; ".join(f"{d} {v}" for d, v in values.items()) + "]"
+
+
 def _hyperparameter_options() -> list[click.Option]:
-    defaults = TrainConfig()
     options = []
     for f in fields(TrainConfig):
         names = [f"--{f.name}"]
         if "_" in f.name:
             names.append(f"--{f.name.replace('_', '-')}")
-        default = getattr(defaults, f.name)
         extra: dict[str, Any] = {}
         if "bool" in str(f.type):
             extra = {"is_flag": False, "flag_value": "true"}  # --augment alone means true
         options.append(click.Option(
             names + [f.name], type=str, default=None, show_default=False, metavar="VALUE",
-            help=f"{_HELP.get(f.name, '')} [default: {default}]", **extra,
+            help=f"{_HELP.get(f.name, '')} {_default_text(f.name)}", **extra,
         ))
     return options
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from cnn_tracker import env
-from cnn_tracker.config import KEYS, RunSettings, TrainConfig, make_config
+from cnn_tracker.config import KEYS, RunSettings, TrainConfig, make_config, redefault
 from cnn_tracker.errors import CheckpointError, ConfigError, UserError
 from cnn_tracker.files import atomic_write
 from cnn_tracker.inputs import clip, name_problem
@@ -255,6 +255,9 @@ def replan(plan: RunPlan, wandb_config: dict[str, Any]) -> tuple[RunPlan, dict[s
     the device, precision and data checks run again for it.
     """
     raw = make_config(wandb_config, source="wandb.config")
+    if raw.dataset != plan.requested.dataset:  # the sweep chose the dataset: its recipe applies
+        swept = {k: v for k, v in wandb_config.items() if v != getattr(plan.requested, k, v)}
+        raw = make_config(swept, base=redefault(plan.requested, raw.dataset), source="wandb.config")
     cfg = with_model_defaults(raw)
     if plan.resume is not None:  # a resumed run trains its saved config (a sweep's values too)
         cfg = resume_config(plan.resume.ckpt, Path("resume checkpoint"), cfg)

@@ -3,9 +3,10 @@
 A benchmark harness, not a test. For one dataset it measures:
 
 1. **throughput**: train images/s of our trainer vs a *reference loop* (how the reference projects train) written here
-   (torchvision dataset + DataLoader + per-sample ToTensor/Normalize, batch 32, Adam, a
-   ``loss.item()`` per batch), on the same model, alternating, median of the repeats;
-2. **time to a target test accuracy**: the ``fast`` preset vs the reference loop. Test accuracy is
+   (torchvision dataset + DataLoader + per-sample ToTensor/Normalize, Adam, a ``loss.item()``
+   per batch; see ``tools.reference``), on the same model, alternating, median of the repeats;
+2. **time to a target test accuracy**: the ``fast`` preset (median over seeds) vs the reference
+   loop. Test accuracy is
    read after every epoch, outside the timed part; the time is training time only (no data
    loading, no evaluation) on both sides. The reference stops at the target or when its training
    time passes ``reference_budget``; a reference that did not get there makes the ratio a lower
@@ -38,6 +39,7 @@ import torch
 from cnn_tracker import env
 from cnn_tracker.config import RunSettings, TrainConfig, make_config, preset_values
 from cnn_tracker.tools.reference import (
+    REFERENCES,
     Reference,
     reference_throughput,
     reference_time_to_target,
@@ -61,14 +63,14 @@ class BenchOptions:
     dataset: str = "mnist"
     device: str = "auto"
     repeats: int = 3  # throughput and W&B overhead: median of this many alternating runs
-    tta_repeats: int = 1  # time to target of the fast preset (seeds 0..n-1)
+    tta_repeats: int = 3  # time to target of the fast preset (seeds 0..n-1)
     target: float | None = None  # default: TARGETS[dataset]
     throughput_images: int = 12_800  # train images per throughput measurement
     reference_budget: float = 900.0  # s of reference training before giving up on the target
     reference_max_epochs: int = 30
     overhead_epochs: int = 2  # epochs of the W&B overhead runs and of the peak-RSS run
     overrides: tuple[tuple[str, str], ...] = ()  # --set key=value on top of the fast preset
-    reference: Reference = Reference()
+    reference: Reference | None = None  # None: REFERENCES[dataset]
     quick: bool = False
 
 
@@ -218,7 +220,7 @@ def run_bench(opts: BenchOptions, root: Path, echo: Callable[[str], None] = lamb
     device = resolve_device(opts.device)
     target = opts.target if opts.target is not None else TARGETS[opts.dataset]
     fast = fast_config(opts)
-    ref = opts.reference
+    ref = opts.reference or REFERENCES[opts.dataset]
     prepare(spec, root)
     workdir = Path(tempfile.mkdtemp(prefix="cnn-tracker-bench-"))
     try:

@@ -18,14 +18,19 @@ from cnn_tracker.training.batches import normalize
 from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoint
 from cnn_tracker.training.data import IMAGE_SHAPE, Split, get_spec, load_split
 from cnn_tracker.training.evaluation import evaluate
+from cnn_tracker.training.models import with_tta
 from cnn_tracker.training.reports import TestReport
 from cnn_tracker.training.runtime import resolve_device
 
 
 def load_for_inference(path: Path, device: str = "auto"):
-    """(checkpoint dict, model on device, dataset spec with the checkpoint's normalization)."""
+    """(checkpoint dict, model on device, dataset spec with the checkpoint's normalization).
+
+    The model is evaluated as in training: with test-time flips when its config has ``tta``.
+    """
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path).to(resolve_device(device))
+    model = with_tta(model, bool(ckpt["config"].get("tta")), get_spec(ckpt["dataset"]).hflip).eval()
     spec = dataclasses.replace(
         get_spec(ckpt["dataset"]),
         mean=float(ckpt["normalization"]["mean"]),

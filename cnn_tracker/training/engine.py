@@ -22,7 +22,12 @@ from cnn_tracker.training.batches import train_batches
 from cnn_tracker.training.data import Data, Split
 from cnn_tracker.training.evaluation import EvalResult, evaluate
 from cnn_tracker.training.hooks import Preempted, TrainHooks
-from cnn_tracker.training.models import build_model, count_parameters, model_args
+from cnn_tracker.training.models import (
+    build_model,
+    count_parameters,
+    model_args,
+    with_tta,
+)
 from cnn_tracker.training.runtime import (
     autocast,
     make_optimizer,
@@ -133,6 +138,7 @@ def _setup(cfg: TrainConfig, data: Data, files: CheckpointFiles, amp_dtype: torc
     margs = model_args(cfg.model, cfg.hidden_units, cfg.dropout, cfg.batch_norm,
                        tuple(data.train.images.shape[1:]), len(data.class_names))
     model, run = prepare_model(build_model(cfg.model, margs), cfg, device)
+    run = with_tta(run, cfg.tta, data.spec.hflip)
     opt = make_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = -(-len(data.train) // cfg.batch_size)

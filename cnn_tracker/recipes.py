@@ -1,0 +1,35 @@
+"""What a run trains when nothing else says: each dataset's default recipe and the presets.
+
+Data only (the one place these numbers live); :mod:`cnn_tracker.config` layers them:
+TrainConfig's defaults < ``DATASET_DEFAULTS[dataset]`` < ``PRESETS[name][dataset]`` < config file
+< CLI options < a sweep's values. The measurements behind each recipe are in the README
+(Results, Performance); ``configs/*.yaml`` hold the longer recipes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The recipe a run gets for its dataset, on top of TrainConfig's defaults, when nothing else sets
+# a key. Measured (3 seeds, 2-core CPU): see README, Results. MODEL_BOUND keys are the recipe
+# model's: a run that picks another model gets that model's own width and dropout.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {"model": "fashioncnn", "hidden_units": 256, "dropout": 0.3},
+    "fashion-mnist": {"model": "fashioncnn", "hidden_units": 256, "dropout": 0.3, "epochs": 20,
+                      "tta": True},
+}
+MODEL_BOUND = ("hidden_units", "dropout")
+
+# Named starting points, per dataset: defaults < preset < config file < CLI < sweep values.
+# "fast" is the shortest CPU recipe measured for the bench targets (`cnn-tracker bench`): 99.0%
+# MNIST test accuracy after one epoch, and the 92.64% Fashion-MNIST reference. See README, Performance.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "fast": {
+        "mnist": {"model": "fastcnn", "epochs": 1, "batch_size": 64, "lr": 0.006,
+                  "label_smoothing": 0.1, "augment": False, "batch_norm": False,
+                  "hidden_units": 128, "dropout": 0.0},
+        "fashion-mnist": {"model": "fashioncnn", "epochs": 4, "batch_size": 128, "lr": 0.005,
+                          "label_smoothing": 0.1, "augment": False, "batch_norm": True,
+                          "hidden_units": 256, "dropout": 0.25, "tta": True},
+    },
+}
