@@ -30,6 +30,6 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "hidden_units": 128, "dropout": 0.0},
         "fashion-mnist": {"model": "fashioncnn", "epochs": 4, "batch_size": 128, "lr": 0.005,
                           "label_smoothing": 0.1, "augment": False, "batch_norm": True,
-                          "hidden_units": 256, "dropout": 0.25, "tta": True},
+                          "hidden_units": 256, "dropout": 0.25},
     },
 }
