@@ -29,6 +29,7 @@ from cnn_tracker.config import (
 )
 from cnn_tracker.errors import UserError, closest
 from cnn_tracker.inputs import clip, load_json
+from cnn_tracker.recipes import MODEL_BOUND
 
 _HELP = {  # one line per key for --help; units and ranges live in config.py comments too
     "dataset": "mnist or fashion-mnist",
@@ -45,6 +46,7 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
     "scheduler": "none, onecycle or cosine (per batch)",
     "label_smoothing": "cross-entropy label smoothing",
     "augment": "random shifts (+ flips on fashion-mnist)",
+    "tta": "test-time flips on fashion-mnist (pair with augment)",
     "val_size": "validation images held out of train",
     "seed": "seed of split, init and shuffling",
     "device": "auto, cpu or cuda",
@@ -61,6 +63,8 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
 def _default_text(key: str) -> str:
     """The key's default, per dataset where the datasets' recipes differ."""
     values = {d: getattr(dataset_defaults(d), key) for d in DATASETS}
+    if key in MODEL_BOUND:  # the recipe model's; another model keeps its own
+        return f"[default: {values[DATASETS[0]]} for the recipe's {TrainConfig.model}, else null]"
     if key == "dataset" or len(set(map(str, values.values()))) == 1:
         return f"[default: {values[DATASETS[0]]}]"
     return "[default: " + "; ".join(f"{d} {v}" for d, v in values.items()) + "]"
