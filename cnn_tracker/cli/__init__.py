@@ -1,6 +1,6 @@
 """The ``cnn-tracker`` command line (click): the group, its context object, and ``main``.
 
-One module per command group (train, data, inference, sweeps, results, store, bench); only this
+One module per command group (train, data, inference, sweeps, results, store, bench, serve); only this
 package imports click. Business logic lives in the packages the commands call. A
 :class:`~cnn_tracker.errors.UserError` raised anywhere becomes click's one-line ``Error: ...``
 with exit code 2.
@@ -60,12 +60,13 @@ from cnn_tracker.cli import (  # noqa: E402
     data,
     inference,
     results,
+    serve,
     store,
     sweeps,
     train,
 )
 
-for _module in (train, data, inference, sweeps, results, store, bench, dashboard):
+for _module in (train, data, inference, sweeps, results, store, bench, dashboard, serve):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
