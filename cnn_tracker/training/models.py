@@ -34,6 +34,12 @@ def _flat_size(features: nn.Module, in_shape: InShape) -> int:
         return int(features(torch.zeros(1, *in_shape)).numel())
 
 
+def _dense_head(n_in: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
+    """Linear(n_in -> hidden) -> ReLU -> Dropout -> Linear(hidden -> classes)."""
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+                         nn.Linear(hidden, num_classes))
+
+
 class Classifier(nn.Module):
     """``features`` (convs) then ``head`` (dense layers); subclasses build both."""
 
@@ -84,10 +90,8 @@ class FashionCNN(Classifier):
             *_conv(in_shape[0], 32, batch_norm), nn.MaxPool2d(2),
             *_conv(32, 64, batch_norm), nn.MaxPool2d(2),
         )
-        self.head = nn.Sequential(
-            nn.Linear(_flat_size(self.features, in_shape), hidden_units), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden_units, num_classes),
-        )
+        self.head = _dense_head(_flat_size(self.features, in_shape), hidden_units, dropout,
+                                num_classes)
 
 
 class DeepCNN(Classifier):
@@ -140,10 +144,8 @@ class FastCNN(Classifier):
             *_conv(in_shape[0], 16, batch_norm, padding=0, kernel=5), nn.MaxPool2d(2),
             *_conv(16, 32, batch_norm, padding=0, kernel=5), nn.MaxPool2d(2),
         )
-        self.head = nn.Sequential(
-            nn.Linear(_flat_size(self.features, in_shape), hidden_units), nn.ReLU(inplace=True),
-            nn.Dropout(dropout), nn.Linear(hidden_units, num_classes),
-        )
+        self.head = _dense_head(_flat_size(self.features, in_shape), hidden_units, dropout,
+                                num_classes)
 
 
 class FlipAveraged(nn.Module):
