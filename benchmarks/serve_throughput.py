@@ -62,7 +62,11 @@ def start_server(ckpt: Path, threads: int, batching: bool, device: str
            device, "--threads", str(threads), "--batching" if batching else "--no-batching"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     proc.stdout.readline()
-    url = proc.stdout.readline().split()[2]  # "listening on URL ..."
+    listening = proc.stdout.readline()  # "listening on URL ...", or "" after an Error: line
+    if not listening.startswith("listening on "):
+        proc.kill()
+        raise SystemExit(f"the server did not start: {' '.join(cmd)}")
+    url = listening.split()[2]
     deadline = time.monotonic() + 60
     while True:
         try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+import re
+
 import click
 
 from cnn_tracker.cli.common import STORE_OPTION
@@ -45,13 +48,14 @@ def serve(source, host, port, device, max_batch, max_wait_ms, batching, max_imag
     then W&B, as `cnn-tracker best` looks it up). Images get the preprocessing of
     `cnn-tracker predict`. Needs the serve extra: pip install 'cnn-tracker[serve]'.
     """
-    try:
-        from cnn_tracker.serve.app import Settings, create_app
-        from cnn_tracker.serve.model import best_follower, is_search_target, load_served
-        from cnn_tracker.serve.server import bind, is_loopback, make_server, url_of
-    except ImportError as exc:
-        raise UserError(f"serve needs FastAPI and uvicorn ({exc.name} is not installed): "
-                        "pip install 'cnn-tracker[serve]'.") from None
+    require_serve_extra()
+    from cnn_tracker.serve.app import Settings, create_app
+    from cnn_tracker.serve.model import best_follower, is_search_target, load_served
+    from cnn_tracker.serve.server import bind, is_loopback, make_server, url_of
+
+    if expect_sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", expect_sha256.strip()):
+        raise UserError(f"--sha256 {expect_sha256!r} is not a sha256: give all 64 hex digits "
+                        "(as sha256sum prints them).")
     if threads:
         import torch
 
@@ -84,5 +88,28 @@ def serve(source, host, port, device, max_batch, max_wait_ms, batching, max_imag
     finally:
         sock.close()
 
+
+def require_serve_extra() -> None:
+    """A UserError naming what the serve extra lacks. Imported only here, never at startup:
+    every other command (and ``--help``) works without FastAPI."""
+    missing = [package for package, modules in SERVE_EXTRA if not _importable(modules)]
+    if missing:
+        raise UserError(f"cnn-tracker serve needs {' and '.join(missing)} (not installed): "
+                        "pip install 'cnn-tracker[serve]'")
+
+
+def _importable(modules: tuple[str, ...]) -> bool:
+    for name in modules:
+        try:
+            importlib.import_module(name)
+            return True
+        except ImportError:
+            pass
+    return False
+
+
+# (package, the modules that provide it): python-multipart is python_multipart from 0.0.13
+SERVE_EXTRA = (("fastapi", ("fastapi",)), ("uvicorn", ("uvicorn",)),
+               ("python-multipart", ("python_multipart", "multipart")))
 
 COMMANDS = (serve,)

@@ -13,7 +13,7 @@ import threading
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
-from typing import Callable, Optional
+from typing import Callable
 
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException
 
 from cnn_tracker import __version__
 from cnn_tracker.serve import schemas
-from cnn_tracker.serve.batcher import MAX_BATCH, MAX_WAIT_S, Batcher
+from cnn_tracker.serve.batcher import MAX_BATCH, MAX_WAIT_S, Batcher, Stopped
 from cnn_tracker.serve.images import MAX_PIXELS, BadInput, decode_image, input_png
 from cnn_tracker.serve.model import ServedModel
 from cnn_tracker.serve.parse import FIELD, Limits, images_of, read_body
@@ -55,8 +55,9 @@ class Service:
         self.limits = Limits(settings.max_image_bytes, settings.max_images, settings.max_pixels)
         self.model: ServedModel | None = None
         self.failure: str | None = None
-        self.batcher = Batcher(lambda x: self.model.probabilities(x), max_batch=settings.max_batch,
-                               max_wait_s=settings.max_wait_s, enabled=settings.batching)
+        self.batcher = Batcher(lambda model, x: model.probabilities(x),
+                               max_batch=settings.max_batch, max_wait_s=settings.max_wait_s,
+                               enabled=settings.batching)
         self.decoders = threading.BoundedSemaphore(DECODERS)
 
     def load(self) -> None:
@@ -66,6 +67,8 @@ class Service:
         except Exception as exc:  # noqa: BLE001 - shown by /readyz; the CLI checks SOURCE first
             self.failure = f"{type(exc).__name__}: {exc}"
             return
+        if self.stopping.is_set():  # the server stopped while the model loaded: start nothing
+            return
         self.batcher.start()
         self.model = model
         if self.refresh is not None and self.settings.follow_seconds:
@@ -73,8 +76,9 @@ class Service:
 
     def _follow(self) -> None:
         """--follow-best: every few seconds, the sweep's best again; a new one is loaded and
-        warmed up aside, then swapped in with one assignment (the batcher reads ``self.model``
-        per batch, so no request is dropped or sees half a model)."""
+        warmed up aside, then swapped in with one assignment. A request keeps the model it
+        started with (its preprocessing, forward pass and class names all come from it: the
+        batcher never puts two models in one batch), so none is dropped or sees two models."""
         while not self.stopping.wait(self.settings.follow_seconds):
             try:
                 new = self.refresh(self.model)
@@ -111,7 +115,8 @@ ERRORS = {code: {"model": schemas.ErrorResponse, "description": text} for code, 
     (413, "Image or request over the size limit, too many pixels or images"),
     (415, "Not an image, or a Content-Type other than multipart/form-data or JSON"),
     (422, "Wrong field (multipart field other than 'files', JSON key other than 'images')"),
-    (503, "The model is not loaded yet"))}
+    (503, "The model is not loaded yet, or the server is shutting down"),
+)}
 
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {
@@ -199,16 +204,24 @@ def _routes(app: FastAPI, service: Service) -> None:
               summary="Top-k classes of one or several images (multipart files or base64 JSON)")
     async def predict(request: Request,
                       top_k: int = Query(3, ge=1, le=10, description="Classes per image."),
-                      input: Optional[bool] = Query(False, description="Return the 28x28 input "
-                                                    "the model received, as base64 PNG.")):
+                      input: bool = Query(False, description="Return the 28x28 input the "
+                                          "model received, as base64 PNG.")):
         served = service.ready()
         with service.batcher.incoming():  # a batch being gathered waits for this request
             body = await read_body(request, service.limits.max_request_bytes)
             images = await images_of(request, body, service.limits)
             inputs = await run_in_threadpool(service.decode, images, served.spec)
-            future = service.batcher.submit(inputs)
-        probs = await asyncio.wrap_future(future)
-        return _response(served, images, inputs, probs, top_k, bool(input))
+            try:
+                future = service.batcher.submit(served, inputs)
+            except Stopped:
+                raise BadInput(503, "shutting_down", "the server is shutting down: retry once "
+                                                     "it is back.") from None
+        try:
+            probs = await asyncio.wrap_future(future)
+        except Stopped:
+            raise BadInput(503, "shutting_down", "the server stopped before this request ran: "
+                                                 "retry.") from None
+        return _response(served, images, inputs, probs, top_k, input)
 
 
 def _response(served: ServedModel, images, inputs, probs, top_k: int, with_input: bool) -> dict:

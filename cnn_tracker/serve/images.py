@@ -53,13 +53,13 @@ def decode_image(data: bytes, name: str, spec, max_pixels: int = MAX_PIXELS) -> 
     """An uploaded image as uint8 [1, 28, 28], exactly as ``predict`` prepares an image file."""
     from PIL import Image, UnidentifiedImageError
 
-    from cnn_tracker.tools.inference import _grayscale, dataset_image
+    from cnn_tracker.tools.inference import dataset_image, grayscale
 
     try:
         with warnings.catch_warnings():  # PIL's notes on odd files (bomb sizes, TIFF tags)
             warnings.simplefilter("ignore")
             _check_pixels(data, name, max_pixels, Image)
-            gray = _grayscale(io.BytesIO(data), Image)
+            gray = grayscale(io.BytesIO(data), Image)
     except BadInput:
         raise
     except Image.DecompressionBombError:

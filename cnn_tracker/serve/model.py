@@ -82,9 +82,13 @@ def load_served(source: str, *, device: str = "auto", store_dir: str | None = No
     path, known_digest, info = resolve_source(source, store_dir)
     if not path.is_file():
         load_checkpoint(path)  # names what is wrong: missing, a folder, ...
+    try:
+        digest = sha256_of(path)  # once: the file checked is the file loaded (re-hashed after)
+    except OSError as exc:
+        raise UserError(f"checkpoint '{path}' cannot be read ({exc.strerror}): check its "
+                        "permissions.") from None
     for expected, whose in ((known_digest, "the run store's record"), (expect_sha256, "--sha256")):
-        _check_digest(path, expected, whose)
-    digest = sha256_of(path)
+        _check_digest(path, digest, expected, whose)
     ckpt, model, spec = load_for_inference(path, device)
     if sha256_of(path) != digest:
         raise UserError(f"checkpoint '{path}' changed while it was being loaded: serve a file "
@@ -93,11 +97,8 @@ def load_served(source: str, *, device: str = "auto", store_dir: str | None = No
                        source=source, device=next(model.parameters()).device, **info)
 
 
-def _check_digest(path: Path, expected: str | None, whose: str) -> None:
-    if not expected or not path.is_file():
-        return
-    actual = sha256_of(path)
-    if actual != expected.strip().lower():
+def _check_digest(path: Path, actual: str, expected: str | None, whose: str) -> None:
+    if expected and actual != expected.strip().lower():
         raise UserError(f"checkpoint '{path}' has sha256 {actual[:16]}..., but {whose} says "
                         f"{expected.strip()[:16]}...: the file is damaged or not the one meant; "
                         "nothing was served.")

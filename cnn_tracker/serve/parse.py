@@ -7,6 +7,7 @@ bytes read, JSON through :class:`~cnn_tracker.serve.schemas.PredictJSON`.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -18,6 +19,9 @@ from cnn_tracker.serve.images import BadInput, check_size, decode_base64
 from cnn_tracker.serve.schemas import PredictJSON
 
 FIELD = "files"  # the multipart field that carries images (repeat it for several)
+# starlette >= 0.40 caps a text part (default 1 MiB); older ones (fastapi 0.110-0.115.2) lack the
+# keyword and would fail every upload with a TypeError. The body is bounded before parsing anyway.
+_PART_CAP = "max_part_size" in inspect.signature(Request.form).parameters
 
 
 @dataclass
@@ -78,9 +82,10 @@ async def _multipart(request: Request, body: bytes, limits: Limits) -> list[tupl
     async def replay():
         return {"type": "http.request", "body": body, "more_body": False}
 
+    caps = {"max_part_size": limits.max_image_bytes} if _PART_CAP else {}
     try:
         form = await Request(request.scope, replay).form(
-            max_files=limits.max_images + 1, max_fields=16, max_part_size=limits.max_image_bytes)
+            max_files=limits.max_images + 1, max_fields=16, **caps)
     except HTTPException as exc:  # starlette's MultiPartException, as a 400
         if "Too many files" in str(exc.detail):
             raise BadInput(413, "too_many_images", f"the request has more than {limits.max_images} "

@@ -80,7 +80,7 @@ def load_image(path: Path, spec) -> torch.Tensor:
     try:
         with warnings.catch_warnings():  # PIL's notes on odd files (bomb sizes, TIFF tags)
             warnings.simplefilter("ignore")
-            gray = _grayscale(Path(path), Image)
+            gray = grayscale(Path(path), Image)
     except FileNotFoundError:
         raise UserError(f"image '{path}' does not exist: check the path.") from None
     except IsADirectoryError:
@@ -104,7 +104,7 @@ def load_image(path: Path, spec) -> torch.Tensor:
     return torch.from_numpy(dataset_image(gray, digits=spec.name == "mnist"))[None]
 
 
-def _grayscale(path: Path, Image) -> np.ndarray:
+def grayscale(path: Path, Image) -> np.ndarray:
     """The image's pixels as float32 gray 0-255: its size checked before decoding, any mode,
     the EXIF orientation applied, transparency over white."""
     from PIL import ImageOps
