@@ -147,3 +147,31 @@ def test_tta_is_a_sweepable_key():
     assert TrainConfig().tta is False
     with pytest.raises(Exception, match="Did you mean 'tta'"):
         make_config({"test_time_augmentation": True})
+
+
+def test_the_fashion_reference_is_the_fashioncnn_loop():
+    """Fashion-MNIST's bench reference is the 92.69% project's loop (FashionCNN, batch 128, Adam
+    1e-3), which reaches the 92.64% target: the same model as the fast preset."""
+    from cnn_tracker.tools.reference import REFERENCES
+
+    ref = REFERENCES["fashion-mnist"]
+    assert (ref.model, ref.hidden_units, ref.batch_size, ref.lr) == ("fashioncnn", 128, 128, 1e-3)
+    assert PRESETS["fast"]["fashion-mnist"]["model"] == ref.model
+    assert REFERENCES["mnist"].model == "tinyvgg" and REFERENCES["mnist"].batch_size == 32
+
+
+@pytest.mark.slow
+def test_quick_fashion_bench_uses_its_reference(tiny_root):
+    from .test_e2e import run_cli_subprocess
+
+    proc = run_cli_subprocess(["bench", "--quick", "--json", "--data-dir", str(tiny_root),
+                               "--dataset", "fashion-mnist", "--set", "batch_size=32",
+                               "--reference-batch-size", "32"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+
+    report = json.loads(proc.stdout)
+    tp, tta = report["throughput"], report["time_to_accuracy"]
+    assert (tp["model"], tp["hidden_units"], tp["reference"]["batch_size"]) == ("fashioncnn", 128, 32)
+    assert tta["reference"]["model"] == "fashioncnn" and tta["ours"]["model"] == "fashioncnn"
+    assert tta["target"] == 0.9264
