@@ -28,8 +28,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "mnist": {"model": "fastcnn", "epochs": 1, "batch_size": 64, "lr": 0.006,
                   "label_smoothing": 0.1, "augment": False, "batch_norm": False,
                   "hidden_units": 128, "dropout": 0.0},
-        "fashion-mnist": {"model": "fashioncnn", "epochs": 4, "batch_size": 128, "lr": 0.005,
-                          "label_smoothing": 0.1, "augment": False, "batch_norm": True,
-                          "hidden_units": 256, "dropout": 0.25},
+        # The previous defaults' FashionCNN (no BatchNorm, width 128): 92.86% after epoch 7. A
+        # 4-epoch BatchNorm + width 256 variant measured 86.8% (train 94.0%) and was dropped.
+        "fashion-mnist": {"model": "fashioncnn", "epochs": 8, "batch_size": 128, "lr": 0.004,
+                          "label_smoothing": 0.1, "augment": False, "batch_norm": False,
+                          "hidden_units": 128, "dropout": 0.25},
     },
 }
