@@ -8,6 +8,7 @@ allowed range and, for an unknown key, the closest valid key and the full list.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass, fields
@@ -253,6 +254,7 @@ def make_config(
     return TrainConfig(**values)
 
 
+@functools.lru_cache(maxsize=None)  # a frozen TrainConfig per (dataset, model): built once
 def dataset_defaults(dataset: str, model: str | None = None) -> TrainConfig:
     """The config a run on ``dataset`` gets when nothing else sets a key; for another ``model``
     than the recipe's, without the recipe's MODEL_BOUND keys."""
