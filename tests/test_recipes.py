@@ -72,6 +72,15 @@ def test_the_fast_preset_overrides_the_recipe_on_both_datasets():
     assert config_from_sources(None, {}, "fast").epochs == 1  # 99% MNIST after one epoch
 
 
+def test_no_recipe_uses_test_time_flips_without_training_flips():
+    # tta averages each image with its mirror: a model trained without augment's flips has never
+    # seen one (the fast Fashion-MNIST preset once inherited tta and lost 6-20 points to it).
+    for dataset in DATASET_DEFAULTS:
+        for preset in (None, *PRESETS):
+            cfg = config_from_sources(None, {"dataset": dataset}, preset)
+            assert cfg.augment or not cfg.tta, (dataset, preset)
+
+
 def test_a_dataset_chosen_through_wandb_config_gets_its_recipe(tiny_root, tmp_path):
     """A sweep whose command has no ${args} sets the dataset only in wandb.config: the run then
     trains that dataset's recipe, with the values the user and the sweep set kept."""
