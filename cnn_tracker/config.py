@@ -53,8 +53,8 @@ class TrainConfig:
     scheduler: str = "onecycle"  # one of SCHEDULERS, stepped per batch
     label_smoothing: float = 0.1  # cross-entropy label smoothing, 0 <= x < 1
     augment: bool = True  # random shifts of up to 2 px (+ horizontal flips on fashion-mnist)
-    tta: bool = False  # evaluate each image and its mirror, average the logits (fashion-mnist
-    # only; pair it with augment, whose flips teach the model the mirrored view)
+    tta: bool | None = None  # evaluate each image and its mirror, average the logits (fashion-
+    # mnist only); None = as augment, whose flips teach the model the mirrored view
     val_size: int = 5000  # images held out of the training set for model selection
     seed: int = 0  # seeds the split, init, shuffling and augmentation
     device: str = "auto"  # one of DEVICES; auto = cuda when available

@@ -27,6 +27,7 @@ from cnn_tracker.training.models import (
     build_model,
     count_parameters,
     model_args,
+    with_model_defaults,
     with_tta,
 )
 
@@ -40,9 +41,10 @@ def test_each_dataset_gets_its_own_recipe():
     for dataset, cfg in (("mnist", mnist), ("fashion-mnist", fashion)):
         for key, value in DATASET_DEFAULTS[dataset].items():
             assert getattr(cfg, key) == value, (dataset, key)
-    assert mnist.epochs != fashion.epochs and fashion.tta and not mnist.tta
-    # The dataset can come from a config file too, and the recipe follows it.
-    assert config_from_sources(None, {"dataset": "fashion-mnist", "epochs": "3"}).tta is True
+    assert mnist.epochs != fashion.epochs
+    # tta is left at null, and so follows augment: on for Fashion-MNIST, off for digits.
+    assert fashion.tta is None and with_model_defaults(fashion).tta is True
+    assert with_model_defaults(mnist).tta is False
 
 
 def test_another_model_keeps_its_own_width_and_dropout():
@@ -77,8 +79,44 @@ def test_no_recipe_uses_test_time_flips_without_training_flips():
     # seen one (the fast Fashion-MNIST preset once inherited tta and lost 7-11 points to it).
     for dataset in DATASET_DEFAULTS:
         for preset in (None, *PRESETS):
-            cfg = config_from_sources(None, {"dataset": dataset}, preset)
+            cfg = with_model_defaults(config_from_sources(None, {"dataset": dataset}, preset))
             assert cfg.augment or not cfg.tta, (dataset, preset)
+
+
+def test_tta_follows_augment_from_every_source_unless_set(tmp_path):
+    """Turning augment off (CLI, config file, preset or a sweep's value) turns the default
+    test-time flips off with it; a tta that some source sets is kept as set."""
+    def tta(cfg):
+        return with_model_defaults(cfg).tta
+
+    fashion = {"dataset": "fashion-mnist"}
+    assert tta(config_from_sources(None, {**fashion, "augment": "false"})) is False
+    assert tta(config_from_sources(None, {**fashion, "augment": "false", "tta": "true"})) is True
+    off = tmp_path / "off.yaml"
+    off.write_text("dataset: fashion-mnist\naugment: false\n")
+    assert tta(config_from_sources(off, {})) is False
+    assert tta(config_from_sources(off, {"augment": "true"})) is True
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text("dataset: fashion-mnist\ntta: true\n")
+    assert tta(config_from_sources(explicit, {"augment": "false"})) is True  # set in the file
+    assert tta(config_from_sources(None, fashion, "fast")) is False  # the preset has no augment
+    assert tta(redefault(config_from_sources(None, {"augment": "false"}), "fashion-mnist")) is False
+    assert tta(config_from_sources(None, {"tta": "true"})) is True  # kept; ignored on digits
+
+
+def test_a_sweeps_augment_value_sets_the_runs_tta(tiny_root, tmp_path):
+    """Through the real plan_run + replan (what a run does with wandb.config after wandb.init):
+    the sweep's augment=false gives a model tested without flips, and the dashboard is shown
+    the tta the run uses (W&B holds null for it)."""
+    cfg = config_from_sources(None, {"dataset": "fashion-mnist", "val_size": "50"})
+    plan = plan_run(cfg, RunSettings(mode="disabled"), data_dir=tiny_root, output_dir=None,
+                    store_dir=tmp_path / "store", resume=None, options_given=True)
+    assert plan.cfg.tta is True and plan.requested.tta is None
+    swept, shown = replan(plan, {**dataclasses.asdict(plan.requested), "augment": False})
+    assert (swept.cfg.augment, swept.cfg.tta, shown["tta"]) == (False, False, False)
+    kept, shown = replan(plan, {**dataclasses.asdict(plan.requested), "augment": False,
+                                "tta": True})
+    assert kept.cfg.tta is True and "tta" not in shown
 
 
 def test_a_dataset_chosen_through_wandb_config_gets_its_recipe(tiny_root, tmp_path):
@@ -86,7 +124,7 @@ def test_a_dataset_chosen_through_wandb_config_gets_its_recipe(tiny_root, tmp_pa
     trains that dataset's recipe, with the values the user and the sweep set kept."""
     mnist = config_from_sources(None, {"lr": "0.01", "val_size": "50", "batch_size": "32"})
     moved = redefault(mnist, "fashion-mnist")
-    assert moved.tta and moved.epochs == dataset_defaults("fashion-mnist").epochs
+    assert with_model_defaults(moved).tta and moved.epochs == dataset_defaults("fashion-mnist").epochs
     assert moved.lr == 0.01  # a value the user set is kept
     assert redefault(mnist, "mnist") is mnist
 
@@ -98,7 +136,7 @@ def test_a_dataset_chosen_through_wandb_config_gets_its_recipe(tiny_root, tmp_pa
     expected = dataclasses.replace(dataset_defaults("fashion-mnist"), lr=0.01, batch_size=32,
                                    val_size=50)
     assert swept.cfg == dataclasses.replace(expected, **{
-        k: getattr(swept.cfg, k) for k in ("hidden_units", "dropout")})
+        k: getattr(swept.cfg, k) for k in ("hidden_units", "dropout", "tta")})
     assert swept.cfg.hidden_units == 256 and swept.cfg.tta
     # The same dataset in wandb.config: the plan is kept as it is.
     same, _ = replan(plan, dataclasses.asdict(plan.requested))
@@ -132,8 +170,10 @@ def test_flip_averaging_is_the_mean_of_both_views_in_eval_only():
     a = tta(x)
     torch.manual_seed(1)
     assert torch.equal(a, inner(x))
-    assert with_tta(inner, True, hflip=False) is inner  # digits are never mirrored
-    assert with_tta(inner, False, hflip=True) is inner
+    assert with_tta(inner, True, augment=True, hflip=False) is inner  # digits are never mirrored
+    assert with_tta(inner, False, augment=True, hflip=True) is inner
+    assert with_tta(inner, None, augment=False, hflip=True) is inner  # never saw a mirror
+    assert isinstance(with_tta(inner, None, augment=True, hflip=True), FlipAveraged)
 
 
 def test_tta_run_and_its_checkpoint_evaluate_alike(tiny_root, tmp_path):
@@ -153,7 +193,8 @@ def test_tta_run_and_its_checkpoint_evaluate_alike(tiny_root, tmp_path):
 
 def test_tta_is_a_sweepable_key():
     assert make_config({"tta": "True"}).tta is True
-    assert TrainConfig().tta is False
+    assert TrainConfig().tta is None  # null: as augment
+    assert make_config({"tta": "null"}).tta is None
     with pytest.raises(Exception, match="Did you mean 'tta'"):
         make_config({"test_time_augmentation": True})
 

@@ -46,7 +46,7 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
     "scheduler": "none, onecycle or cosine (per batch)",
     "label_smoothing": "cross-entropy label smoothing",
     "augment": "random shifts (+ flips on fashion-mnist)",
-    "tta": "test-time flips on fashion-mnist (pair with augment)",
+    "tta": "test-time flips on fashion-mnist (null = as augment)",
     "val_size": "validation images held out of train",
     "seed": "seed of split, init and shuffling",
     "device": "auto, cpu or cuda",
@@ -60,12 +60,16 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
 }
 
 
+def _text(value: Any) -> str:
+    return "null" if value is None else str(value)  # as YAML, sweeps and --key null spell it
+
+
 def _default_text(key: str) -> str:
     """The key's default, per dataset where the datasets' recipes differ."""
-    values = {d: getattr(dataset_defaults(d), key) for d in DATASETS}
+    values = {d: _text(getattr(dataset_defaults(d), key)) for d in DATASETS}
     if key in MODEL_BOUND:  # the recipe model's; another model keeps its own
         return f"[default: {values[DATASETS[0]]} for the recipe's {TrainConfig.model}, else null]"
-    if key == "dataset" or len(set(map(str, values.values()))) == 1:
+    if key == "dataset" or len(set(values.values())) == 1:
         return f"[default: {values[DATASETS[0]]}]"
     return "[default: " + "; ".join(f"{d} {v}" for d, v in values.items()) + "]"
 

@@ -262,7 +262,7 @@ def replan(plan: RunPlan, wandb_config: dict[str, Any]) -> tuple[RunPlan, dict[s
     if plan.resume is not None:  # a resumed run trains its saved config (a sweep's values too)
         cfg = resume_config(plan.resume.ckpt, Path("resume checkpoint"), cfg)
     # Only keys left at null: a sweep's own values are locked and already concrete.
-    shown = {k: getattr(cfg, k) for k in ("hidden_units", "dropout") if getattr(raw, k) is None}
+    shown = {k: getattr(cfg, k) for k in ("hidden_units", "dropout", "tta") if getattr(raw, k) is None}
     if cfg == plan.cfg:
         return plan, shown
     device, amp_dtype = _placed(cfg, plan.data_dir)

@@ -30,7 +30,9 @@ def load_for_inference(path: Path, device: str = "auto"):
     """
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path).to(resolve_device(device))
-    model = with_tta(model, bool(ckpt["config"].get("tta")), get_spec(ckpt["dataset"]).hflip).eval()
+    saved = ckpt["config"]
+    model = with_tta(model, saved.get("tta"), bool(saved.get("augment")),
+                     get_spec(ckpt["dataset"]).hflip).eval()
     spec = dataclasses.replace(
         get_spec(ckpt["dataset"]),
         mean=float(ckpt["normalization"]["mean"]),

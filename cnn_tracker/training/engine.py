@@ -138,7 +138,7 @@ def _setup(cfg: TrainConfig, data: Data, files: CheckpointFiles, amp_dtype: torc
     margs = model_args(cfg.model, cfg.hidden_units, cfg.dropout, cfg.batch_norm,
                        tuple(data.train.images.shape[1:]), len(data.class_names))
     model, run = prepare_model(build_model(cfg.model, margs), cfg, device)
-    run = with_tta(run, cfg.tta, data.spec.hflip)
+    run = with_tta(run, cfg.tta, cfg.augment, data.spec.hflip)
     opt = make_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = -(-len(data.train) // cfg.batch_size)

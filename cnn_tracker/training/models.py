@@ -17,6 +17,7 @@ from torch import nn
 
 from cnn_tracker.config import TrainConfig
 from cnn_tracker.errors import ConfigError
+from cnn_tracker.training.data import get_spec
 
 InShape = tuple[int, int, int]
 
@@ -167,9 +168,16 @@ class FlipAveraged(nn.Module):
         return (self.model(x) + self.model(torch.flip(x, dims=(3,)))) * 0.5
 
 
-def with_tta(model: nn.Module, tta: bool, hflip: bool) -> nn.Module:
-    """``model`` wrapped in :class:`FlipAveraged` when ``tta`` is on for a flip-safe dataset."""
-    return FlipAveraged(model) if tta and hflip else model
+def flips_at_test(tta: bool | None, augment: bool, hflip: bool) -> bool:
+    """Whether evaluation averages each image with its mirror: ``tta`` where it is set, else as
+    ``augment`` (a model trained on mirrored images is tested with them, one that never saw a
+    mirror is not); never on a dataset whose mirror is another image (``hflip`` False: digits)."""
+    return hflip and (augment if tta is None else tta)
+
+
+def with_tta(model: nn.Module, tta: bool | None, augment: bool, hflip: bool) -> nn.Module:
+    """``model`` wrapped in :class:`FlipAveraged` where :func:`flips_at_test` says so."""
+    return FlipAveraged(model) if flips_at_test(tta, augment, hflip) else model
 
 
 @dataclass(frozen=True)
@@ -210,9 +218,13 @@ def model_args(
 
 
 def with_model_defaults(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with hidden_units / dropout left at None filled in with the model's defaults."""
+    """``cfg`` with hidden_units / dropout left at None filled in with the model's defaults, and
+    tta left at None with what :func:`flips_at_test` makes of it."""
     args = model_args(cfg.model, cfg.hidden_units, cfg.dropout)
-    return dataclasses.replace(cfg, hidden_units=args["hidden_units"], dropout=args["dropout"])
+    tta = cfg.tta if cfg.tta is not None else flips_at_test(None, cfg.augment,
+                                                             get_spec(cfg.dataset).hflip)
+    return dataclasses.replace(cfg, hidden_units=args["hidden_units"], dropout=args["dropout"],
+                               tta=tta)
 
 
 def get_info(name: str) -> ModelInfo:
