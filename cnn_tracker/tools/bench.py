@@ -313,7 +313,7 @@ def format_report(report: dict[str, Any]) -> str:
          f"{tp['ours']['images_per_second']:,.0f} (batch {tp['ours']['batch_size']})",
          f"{tp['reference']['images_per_second']:,.0f} (batch {tp['reference']['batch_size']})",
          _ratio(tp["ratio"])),
-        (f"time to {tta['target']:.2%} test accuracy", f"{reached(ours)}, {ours['model']}",
+        (f"time to {tta['target']:.2%} test accuracy", f"{reached(ours)}, {ours['model']} {ours['config']['precision']}",
          f"{reached(ref)}, {ref['model']}", _ratio(tta["ratio"], tta["ratio_is_lower_bound"])),
         (f"W&B run, {wb['epochs']} epoch{'s' if wb['epochs'] != 1 else ''} (excl. init/finish)",
          f"offline {wb['offline_seconds']:.1f} s", f"disabled {wb['disabled_seconds']:.1f} s",
