@@ -53,6 +53,7 @@ class TrainConfig:
     scheduler: str = "onecycle"  # one of SCHEDULERS, stepped per batch
     label_smoothing: float = 0.1  # cross-entropy label smoothing, 0 <= x < 1
     augment: bool = True  # random shifts of up to 2 px (+ horizontal flips on fashion-mnist)
+    rotate: float = 0.0  # random rotations of up to +-rotate degrees in training (0 = none)
     tta: bool | None = None  # evaluate each image and its mirror, average the logits (fashion-
     # mnist only); None = as augment, whose flips teach the model the mirrored view
     val_size: int = 5000  # images held out of the training set for model selection
@@ -102,6 +103,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "hidden_units": (lambda v: v is None or 1 <= v <= 4096, "an integer from 1 to 4096, or null"),
     "dropout": (lambda v: v is None or 0 <= v < 1, "a number >= 0 and < 1, or null"),
     "label_smoothing": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
+    "rotate": (lambda v: 0 <= v <= 180, "a number of degrees from 0 to 180 (0 = no rotation)"),
     "val_size": (lambda v: 1 <= v, "an integer >= 1 (and smaller than the training set)"),
     "seed": (lambda v: 0 <= v < 2**63, "an integer >= 0"),
     "log_misclassified": (lambda v: 0 <= v <= 10_000, "an integer from 0 to 10000"),
@@ -119,7 +121,7 @@ ALIASES = {
     "dropout_rate": "dropout", "drop_rate": "dropout", "smoothing": "label_smoothing",
     "optim": "optimizer", "opt": "optimizer", "lr_scheduler": "scheduler",
     "schedule": "scheduler", "arch": "model", "architecture": "model", "data": "dataset",
-    "random_seed": "seed", "augmentation": "augment", "data_augmentation": "augment",
+    "rotation": "rotate", "max_rotation": "rotate", "degrees": "rotate", "random_seed": "seed", "augmentation": "augment", "data_augmentation": "augment",
     "batchnorm": "batch_norm", "bn": "batch_norm",
     "test_time_augmentation": "tta", "flip_tta": "tta", "tta_flip": "tta",
 }

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
 from cnn_tracker.errors import ConfigError, DataError
-from cnn_tracker.training.batches import augment_batch, train_batches
+from cnn_tracker.training.batches import augment_batch, rotate_batch, train_batches
 from cnn_tracker.training.data import (
     SPECS,
     get_spec,
@@ -78,6 +78,49 @@ def test_augmentation_is_deterministic_per_seed(tiny_root):
         return next(train_batches(data.train, data.spec, 32, torch.Generator().manual_seed(seed), True))[0]
 
     assert torch.equal(first(1), first(1)) and not torch.equal(first(1), first(2))
+
+
+def test_rotate_turns_each_image_about_its_centre():
+    img = torch.zeros(3, 1, 28, 28)
+    img[:, 0, 2, 20] = 255.0  # a dot up and to the right of the centre
+    out = rotate_batch(img, torch.tensor([90.0, -90.0, 0.0]))
+    assert torch.allclose(out[0], torch.rot90(img[0], 1, (1, 2)), atol=1e-3)  # counter-clockwise
+    assert torch.allclose(out[1], torch.rot90(img[1], -1, (1, 2)), atol=1e-3)
+    assert torch.allclose(out[2], img[2], atol=1e-3)
+    small = rotate_batch(img[:1], torch.tensor([10.0]))  # bilinear: mass kept, moved off the dot
+    assert small[0, 0, 2, 20] < 255 and small.sum() == pytest.approx(255.0, rel=0.05)
+
+
+def test_rotations_are_drawn_after_the_other_draws(tiny_root):
+    """rotate=0 gives the batches a run got before the key existed; rotate>0 keeps the order
+    and the shifts, and turns the images (seeded, so a resumed epoch sees the same angles)."""
+    data = load_data("mnist", tiny_root, val_size=50, seed=0)
+
+    def first(rotate, seed=1):
+        gen = torch.Generator().manual_seed(seed)
+        return next(train_batches(data.train, data.spec, 32, gen, True, rotate=rotate))
+
+    plain, turned = first(0.0), first(15.0)
+    unrotated = next(train_batches(data.train, data.spec, 32, torch.Generator().manual_seed(1), True))
+    assert torch.equal(plain[0], unrotated[0])
+    assert torch.equal(plain[1], turned[1]) and not torch.equal(plain[0], turned[0])
+    assert torch.equal(turned[0], first(15.0)[0]) and not torch.equal(turned[0], first(15.0, 2)[0])
+    skipped = next(train_batches(data.train, data.spec, 32, torch.Generator().manual_seed(1), True,
+                                 start_batch=1, rotate=15.0))
+    gen = torch.Generator().manual_seed(1)
+    batches = train_batches(data.train, data.spec, 32, gen, True, rotate=15.0)
+    next(batches)
+    assert torch.equal(next(batches)[0], skipped[0])
+
+
+def test_rotate_is_a_config_key_with_a_range():
+    from cnn_tracker.config import make_config
+
+    assert make_config({"rotate": "10"}).rotate == 10.0 and make_config({}).rotate == 0.0
+    with pytest.raises(ConfigError, match="'rotate'.*0 to 180"):
+        make_config({"rotate": -5})
+    with pytest.raises(ConfigError, match="Did you mean 'rotate'"):
+        make_config({"rotation": 10})
 
 
 def test_missing_data_names_both_fixes(tmp_path):

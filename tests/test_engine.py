@@ -76,6 +76,16 @@ def test_same_seed_same_result_deterministic(tiny_root, tmp_path):
     torch.use_deterministic_algorithms(False)
 
 
+def test_rotate_reaches_the_training_batches(tiny_root, tmp_path):
+    """The loop trains on rotated images when ``rotate`` is set: same seed, other losses."""
+    base = {"model": "mlp", "epochs": 1, "batch_size": 32, "val_size": 50, "hidden_units": 16}
+    data = load_data("mnist", tiny_root, val_size=50, seed=0)
+    plain = fit(make_config(base), data, RecordingTracker(), tmp_path / "a")
+    turned = fit(make_config({**base, "rotate": 20}), data, RecordingTracker(), tmp_path / "b")
+    assert plain.history[0]["train/loss"] != turned.history[0]["train/loss"]
+    assert np.isfinite(turned.history[0]["train/loss"])
+
+
 @pytest.mark.parametrize("optimizer, scheduler", [("sgd", "cosine"), ("adam", "none"), ("adamw", "onecycle")])
 def test_optimizers_and_schedulers_shape_the_lr(tiny_root, tmp_path, optimizer, scheduler):
     cfg = make_config({"model": "mlp", "epochs": 4, "batch_size": 64, "val_size": 50, "lr": 0.01,

@@ -46,6 +46,7 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
     "scheduler": "none, onecycle or cosine (per batch)",
     "label_smoothing": "cross-entropy label smoothing",
     "augment": "random shifts (+ flips on fashion-mnist)",
+    "rotate": "random rotations up to +-N degrees in training (0 = none)",
     "tta": "test-time flips on fashion-mnist (null = as augment)",
     "val_size": "validation images held out of train",
     "seed": "seed of split, init and shuffling",

@@ -1,5 +1,6 @@
 """Batches from split tensors: a permutation per epoch, normalizing on the fly, augmentation
-(shifts, flips) as one batched gather. No per-sample PIL transform, no DataLoader workers.
+(shifts, flips) as one batched gather, rotations as one batched ``grid_sample``. No per-sample
+PIL transform, no DataLoader workers.
 
 Randomness (shuffling, augmentation) comes from a CPU generator seeded by the config, so the same
 seed gives the same batches on every device.
@@ -40,18 +41,38 @@ def augment_batch(
     return out.unsqueeze(1)
 
 
-class EpochPlan:
-    """Shuffling and augmentation draws for one epoch, made on the CPU then moved once."""
+def rotate_batch(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of a float ``[B, 1, H, W]`` batch by ``degrees[i]`` about its centre
+    (bilinear, zero fill: the background of both datasets), counter-clockwise as displayed."""
+    theta = degrees.to(images.dtype) * (torch.pi / 180.0)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zero = torch.zeros_like(cos)
+    # affine_grid maps output to input coordinates (x right, y down): the inverse rotation.
+    matrix = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    grid = torch.nn.functional.affine_grid(matrix, list(images.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
+                                           align_corners=False)
 
-    def __init__(self, n: int, generator: torch.Generator, augment: bool, hflip: bool, device):
+
+class EpochPlan:
+    """Shuffling and augmentation draws for one epoch, made on the CPU then moved once.
+
+    The draws come in a fixed order (order, shifts, flips, angles), each only when used, so a run
+    without rotations draws exactly what it drew before the ``rotate`` key existed."""
+
+    def __init__(self, n: int, generator: torch.Generator, augment: bool, hflip: bool, device,
+                 rotate: float = 0.0):
         self.order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-        self.shifts = self.flips = None
+        self.shifts = self.flips = self.angles = None
         if augment:
             shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (n, 2), generator=generator)
             self.shifts = shifts.to(device, non_blocking=True)
             if hflip:
                 flips = torch.rand(n, generator=generator) < 0.5
                 self.flips = flips.to(device, non_blocking=True)
+        if rotate > 0:
+            angles = (torch.rand(n, generator=generator) * 2 - 1) * rotate
+            self.angles = angles.to(device, non_blocking=True)
 
 
 def train_batches(
@@ -61,13 +82,14 @@ def train_batches(
     generator: torch.Generator,
     augment: bool,
     start_batch: int = 0,
+    rotate: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, (augmented,) normalized batches; the last partial batch is kept.
+    """Shuffled, (augmented, rotated,) normalized batches; the last partial batch is kept.
 
     The whole epoch's draws are made first, so ``start_batch`` (a resumed epoch) skips batches
     without changing the ones that follow.
     """
-    plan = EpochPlan(len(split), generator, augment, spec.hflip, split.images.device)
+    plan = EpochPlan(len(split), generator, augment, spec.hflip, split.images.device, rotate)
     for start in range(start_batch * batch_size, len(split), batch_size):
         idx = plan.order[start : start + batch_size]
         images = split.images[idx]
@@ -77,6 +99,8 @@ def train_batches(
                 plan.shifts[start : start + batch_size],
                 None if plan.flips is None else plan.flips[start : start + batch_size],
             )
+        if plan.angles is not None:  # on raw pixel values, so the zero fill is background
+            images = rotate_batch(images.float(), plan.angles[start : start + batch_size])
         yield normalize(images, spec), split.labels[idx]
 
 
