@@ -31,10 +31,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "mnist": {"model": "fastcnn", "epochs": 1, "batch_size": 64, "lr": 0.006,
                   "label_smoothing": 0.1, "augment": False, "batch_norm": False,
                   "hidden_units": 128, "dropout": 0.0, "precision": "bf16"},
-        # The previous defaults' FashionCNN (no BatchNorm, width 128): 92.86% after epoch 7. No
-        # augment, so no tta: the model never sees a mirrored image, and averaging with the
-        # mirror cost it 7-11 points in the bench once (82-86% after 8 epochs).
-        "fashion-mnist": {"model": "fashioncnn", "epochs": 8, "batch_size": 128, "lr": 0.004,
+        # The previous defaults' FashionCNN (no BatchNorm, width 128). 10 epochs: with bf16, 8
+        # left one seed of three at 92.52% (the bench); 10 gave it 92.74%. No augment, so no
+        # tta: the model never sees a mirrored image, and averaging with the mirror cost it 7-11
+        # points in the bench once (82-86% after 8 epochs).
+        "fashion-mnist": {"model": "fashioncnn", "epochs": 10, "batch_size": 128, "lr": 0.004,
                           "label_smoothing": 0.1, "augment": False,
                           "batch_norm": False, "hidden_units": 128, "dropout": 0.25,
                           "precision": "bf16"},
