@@ -14,7 +14,7 @@ from typing import Any
 # a key. Measured (3 seeds, 2-core CPU): see README, Results. MODEL_BOUND keys are the recipe
 # model's: a run that picks another model gets that model's own width and dropout.
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "mnist": {"model": "fashioncnn", "hidden_units": 256, "dropout": 0.3},
+    "mnist": {"model": "fashioncnn", "hidden_units": 256, "dropout": 0.3, "rotate": 10.0},
     "fashion-mnist": {"model": "fashioncnn", "hidden_units": 256, "dropout": 0.3, "epochs": 20},
 }
 # tta is left at null (TrainConfig): it then follows augment, so a recipe with flips tests with
