@@ -114,9 +114,11 @@ def test_rotations_are_drawn_after_the_other_draws(tiny_root):
 
 
 def test_rotate_is_a_config_key_with_a_range():
-    from cnn_tracker.config import make_config
+    from cnn_tracker.config import TrainConfig, make_config
 
-    assert make_config({"rotate": "10"}).rotate == 10.0 and make_config({}).rotate == 0.0
+    assert make_config({"rotate": "5"}).rotate == 5.0 and TrainConfig().rotate == 0.0
+    assert make_config({}).rotate == 10.0  # the MNIST recipe's
+    assert make_config({"dataset": "fashion-mnist"}).rotate == 0.0
     with pytest.raises(ConfigError, match="'rotate'.*0 to 180"):
         make_config({"rotate": -5})
     with pytest.raises(ConfigError, match="Did you mean 'rotate'"):

@@ -170,6 +170,6 @@ def test_a_trial_preempted_on_one_host_is_resumed_on_another(hosts, pg_url):
     out = resumed.communicate(timeout=300)[0]
     assert resumed.returncode == 0, out
     runs = store.runs(sweep_id=sweep_id)
-    assert [(r.id, r.state, r.agent) for r in runs] == [(trial.id, "finished", "host-b")]
+    assert [(r.id, r.state, r.agent) for r in runs] == [(trial.id, "finished", "host-b")], out
     assert [h["epoch"] for h in runs[0].history] == [1, 2, 3, 4]  # A's epochs, then B's
     assert runs[0].output_dir.startswith(str(b.root))

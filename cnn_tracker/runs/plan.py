@@ -35,6 +35,7 @@ from cnn_tracker.training.data import (
 from cnn_tracker.training.models import with_model_defaults
 from cnn_tracker.training.runtime import resolve_device, resolve_precision
 from cnn_tracker.training.state import (
+    BEST,
     LAST,
     RESUME,
     CheckpointFiles,
@@ -151,6 +152,9 @@ def _fetched_resume(store: Store, run) -> Resume | None:
     if data is None:
         return None
     folder = (env.output_root() / (run.name or run.id)).absolute()
+    best = store.checkpoint_bytes(run.id, "resume-best")  # the best epoch before the stop
+    if best is not None:
+        atomic_write(folder / "checkpoints" / BEST, best)
     path = atomic_write(folder / "checkpoints" / RESUME, data)
     found = Resume(path, *load_resume(path))
     found.info["output_dir"] = str(folder)
