@@ -125,6 +125,20 @@ def test_rotate_is_a_config_key_with_a_range():
         make_config({"rotation": 10})
 
 
+def test_a_checkpoint_from_before_rotate_resumes_without_rotations():
+    import dataclasses
+    from pathlib import Path
+
+    from cnn_tracker.config import make_config
+    from cnn_tracker.runs.plan import resume_config
+
+    old = dataclasses.asdict(make_config({}))  # the MNIST recipe, which now rotates by 10
+    del old["rotate"]  # a checkpoint written before the key existed
+    assert resume_config({"config": old}, Path("old.pt"), None).rotate == 0.0
+    assert resume_config({"config": dataclasses.asdict(make_config({}))}, Path("new.pt"),
+                         None).rotate == 10.0
+
+
 def test_missing_data_names_both_fixes(tmp_path):
     with pytest.raises(DataError) as exc:
         prepare(get_spec("mnist"), tmp_path / "empty")

@@ -164,7 +164,10 @@ def _fetched_resume(store: Store, run) -> Resume | None:
 def resume_config(ckpt: dict[str, Any], path: Path, requested: TrainConfig | None) -> TrainConfig:
     """The saved config; ``requested`` (options given with --resume) may only change
     RESUME_MAY_CHANGE keys."""
-    saved = with_model_defaults(make_config(ckpt["config"], source=f"checkpoint '{path}'"))
+    # A saved config holds every key of its day; one added since (rotate) takes the field's
+    # default, which is what that run trained with, not today's recipe.
+    saved = with_model_defaults(make_config(ckpt["config"], base=TrainConfig(),
+                                            source=f"checkpoint '{path}'"))
     if requested is None:
         return saved
     requested = with_model_defaults(requested)
