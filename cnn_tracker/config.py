@@ -121,7 +121,8 @@ ALIASES = {
     "dropout_rate": "dropout", "drop_rate": "dropout", "smoothing": "label_smoothing",
     "optim": "optimizer", "opt": "optimizer", "lr_scheduler": "scheduler",
     "schedule": "scheduler", "arch": "model", "architecture": "model", "data": "dataset",
-    "rotation": "rotate", "max_rotation": "rotate", "degrees": "rotate", "random_seed": "seed", "augmentation": "augment", "data_augmentation": "augment",
+    "random_seed": "seed", "augmentation": "augment", "data_augmentation": "augment",
+    "rotation": "rotate", "max_rotation": "rotate", "degrees": "rotate",
     "batchnorm": "batch_norm", "bn": "batch_norm",
     "test_time_augmentation": "tta", "flip_tta": "tta", "tta_flip": "tta",
 }

@@ -35,7 +35,6 @@ from cnn_tracker.training.data import (
 from cnn_tracker.training.models import with_model_defaults
 from cnn_tracker.training.runtime import resolve_device, resolve_precision
 from cnn_tracker.training.state import (
-    BEST,
     LAST,
     RESUME,
     CheckpointFiles,
@@ -152,10 +151,11 @@ def _fetched_resume(store: Store, run) -> Resume | None:
     if data is None:
         return None
     folder = (env.output_root() / (run.name or run.id)).absolute()
+    files = CheckpointFiles(folder / "checkpoints")
     best = store.checkpoint_bytes(run.id, "resume-best")  # the best epoch before the stop
     if best is not None:
-        atomic_write(folder / "checkpoints" / BEST, best)
-    path = atomic_write(folder / "checkpoints" / RESUME, data)
+        atomic_write(files.best, best)
+    path = atomic_write(files.resume, data)
     found = Resume(path, *load_resume(path))
     found.info["output_dir"] = str(folder)
     return found

@@ -43,7 +43,6 @@ from cnn_tracker.training.engine import (
 )
 from cnn_tracker.training.reports import TestReport, text_tables, write_plots
 from cnn_tracker.training.state import (
-    BEST,
     CheckpointFiles,
 )
 
@@ -185,7 +184,7 @@ def _run_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[[s
         tracker.mark_preempting()
         tracker.finish(exit_code=code)
         store.put_checkpoint(tracker.run_id, "resume", exc.path)  # any agent may resume it
-        best = Path(exc.path).with_name(BEST)  # and it tests this one if no later epoch is better
+        best = CheckpointFiles(Path(exc.path).parent).best  # tested if no later epoch is better
         if best.exists():
             store.put_checkpoint(tracker.run_id, "resume-best", best)
         lifecycle.finish(store, tracker.run_id, "preempted", exitcode=code,
