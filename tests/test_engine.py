@@ -9,7 +9,11 @@ from cnn_tracker.training.checkpoint import load_checkpoint, model_from_checkpoi
 from cnn_tracker.training.data import load_data
 from cnn_tracker.training.engine import TrainHooks, evaluate, train
 from cnn_tracker.training.reports import TestReport
-from cnn_tracker.training.runtime import resolve_precision
+from cnn_tracker.training.runtime import (
+    load_optimizer_state,
+    make_optimizer,
+    resolve_precision,
+)
 from cnn_tracker.training.state import CheckpointFiles
 
 
@@ -99,6 +103,24 @@ def test_optimizers_and_schedulers_shape_the_lr(tiny_root, tmp_path, optimizer, 
         assert lrs == sorted(lrs, reverse=True) and lrs[-1] == pytest.approx(0, abs=1e-9)
     else:  # onecycle: warm up to the peak in the first quarter, then anneal far below it
         assert max(lrs) <= 0.01 + 1e-12 and lrs[-1] < 1e-4 < lrs[0]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_adam_uses_the_fused_kernel_and_a_resume_keeps_this_process_s_choice(optimizer):
+    cfg = make_config({"optimizer": optimizer, "lr": 0.01})
+    model = torch.nn.Linear(4, 3)
+    opt = make_optimizer(cfg, model)
+    assert opt.param_groups[0]["fused"] is True  # torch >= 2.4 has a fused CPU kernel
+    model(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    saved = opt.state_dict()
+    saved["param_groups"][0]["fused"] = None  # as a machine without the kernel saves it
+    other = make_optimizer(cfg, torch.nn.Linear(4, 3))
+    load_optimizer_state(other, saved)
+    assert other.param_groups[0]["fused"] is True
+    moments = [other.state[p]["exp_avg"] for p in other.param_groups[0]["params"]]
+    assert all(torch.equal(m, opt.state[p]["exp_avg"])
+               for m, p in zip(moments, opt.param_groups[0]["params"]))
 
 
 def test_confusion_orientation_rows_true_columns_predicted():

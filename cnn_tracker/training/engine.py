@@ -30,6 +30,7 @@ from cnn_tracker.training.models import (
 )
 from cnn_tracker.training.runtime import (
     autocast,
+    load_optimizer_state,
     make_optimizer,
     make_scheduler,
     prepare_model,
@@ -107,7 +108,7 @@ class _Loop:
     def restore(self, state: TrainState) -> None:
         """Continue from ``state`` (weights, optimizer, scheduler, scaler, totals, RNG streams)."""
         self.model.load_state_dict(state.weights)
-        self.opt.load_state_dict(state.optimizer)
+        load_optimizer_state(self.opt, state.optimizer)
         if self.sched is not None and state.scheduler is not None:
             self.sched.load_state_dict(state.scheduler)
         self.scaler.load_state_dict(state.scaler)

@@ -8,6 +8,7 @@ plan, the bench); the loop receives their answers.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,15 +70,28 @@ def set_determinism(cfg: TrainConfig) -> None:
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    """The config's optimizer; Adam and AdamW use torch's fused kernel (one kernel per step for
+    all parameters) where this torch has one for the device, else its default."""
+    params = list(model.parameters())
+    if cfg.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        try:
+            return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # torch < 2.4 on the CPU, or no fused kernel
+            return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(
         params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
         weight_decay=cfg.weight_decay,
     )
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """``opt.load_state_dict(saved)``, keeping the kernel this process chose (``fused`` /
+    ``foreach``): the saved groups carry the saving machine's, which this one may lack."""
+    kernels = [{k: g.get(k) for k in ("fused", "foreach")} for g in opt.param_groups]
+    opt.load_state_dict(saved)
+    for group, kept in zip(opt.param_groups, kernels):
+        group.update(kept)
 
 
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int):
