@@ -77,3 +77,28 @@ def test_with_model_defaults_fills_only_what_is_left_at_none():
     assert (cfg.hidden_units, cfg.dropout) == (128, 0.0)
     cfg = with_model_defaults(make_config({"model": "lenet", "hidden_units": 64, "dropout": 0.2}))
     assert (cfg.hidden_units, cfg.dropout) == (64, 0.2)
+
+
+@pytest.mark.parametrize("batch_norm", [False, True])
+def test_fastcnn_pools_before_relu_and_computes_conv_relu_pool(batch_norm):
+    # Max-pooling commutes with ReLU: FastCNN's pool-first blocks are the Conv -> ReLU -> Pool
+    # function (values and gradients), with the parameters where a Conv -> ReLU -> Pool net has them.
+    torch.manual_seed(0)
+    model = build_model("fastcnn", model_args("fastcnn", batch_norm=batch_norm)).eval()
+    layers = list(model.features)
+    kinds = [type(m).__name__ for m in layers]
+    pools = [i for i, k in enumerate(kinds) if k == "MaxPool2d"]
+    assert all(kinds[i + 1] == "ReLU" for i in pools) and len(pools) == 2
+    conv_relu_pool = layers[:]
+    for i in pools:  # swap each pool with the ReLU after it
+        conv_relu_pool[i], conv_relu_pool[i + 1] = conv_relu_pool[i + 1], conv_relu_pool[i]
+    reference = torch.nn.Sequential(*conv_relu_pool)
+    x = torch.randn(6, 1, 28, 28, requires_grad=True)
+    ours = model.features(x)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), x)
+    theirs = reference(x)
+    (g_theirs,) = torch.autograd.grad(theirs.square().sum(), x)
+    assert torch.equal(ours, theirs) and torch.equal(g_ours, g_theirs)
+    conv_keys = [k for k in model.state_dict() if k.startswith("features.")]
+    assert conv_keys[0] == "features.0.weight"
+    assert any(k.startswith("features.4." if batch_norm else "features.3.") for k in conv_keys)
