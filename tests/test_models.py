@@ -79,12 +79,13 @@ def test_with_model_defaults_fills_only_what_is_left_at_none():
     assert (cfg.hidden_units, cfg.dropout) == (64, 0.2)
 
 
+@pytest.mark.parametrize("name", ["fastcnn", "fashioncnn"])
 @pytest.mark.parametrize("batch_norm", [False, True])
-def test_fastcnn_pools_before_relu_and_computes_conv_relu_pool(batch_norm):
-    # Max-pooling commutes with ReLU: FastCNN's pool-first blocks are the Conv -> ReLU -> Pool
-    # function (values and gradients), with the parameters where a Conv -> ReLU -> Pool net has them.
+def test_pool_first_blocks_compute_conv_relu_pool(name, batch_norm):
+    # Max-pooling commutes with ReLU: the pool-first blocks are the Conv -> ReLU -> Pool function
+    # (values and gradients), with the parameters where a Conv -> ReLU -> Pool net has them.
     torch.manual_seed(0)
-    model = build_model("fastcnn", model_args("fastcnn", batch_norm=batch_norm)).eval()
+    model = build_model(name, model_args(name, batch_norm=batch_norm)).eval()
     layers = list(model.features)
     kinds = [type(m).__name__ for m in layers]
     pools = [i for i, k in enumerate(kinds) if k == "MaxPool2d"]
