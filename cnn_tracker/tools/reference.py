@@ -1,7 +1,8 @@
 """The reference loop the bench compares against: torchvision dataset + DataLoader +
 per-sample ToTensor/Normalize, Adam 1e-3, a ``loss.item()`` per batch, on a reference project's
 model: TinyVGG-10 at batch 32 for MNIST (the MLP-vs-TinyVGG tutorial's loop), FashionCNN at
-batch 128 for Fashion-MNIST (the 92.69% Fashion-MNIST project's loop, which reaches 92.64%).
+batch 128 for Fashion-MNIST (the 92.69% Fashion-MNIST project's loop; that project does not state
+its dense width, and 256 is the width measured to reach 92.64% in this loop).
 
 Written here (not copied from the reference projects) so both sides run in one process on the same machine.
 """
@@ -33,7 +34,9 @@ class Reference:
 # Per dataset, the reference loop that reaches the bench's target (TARGETS in tools.bench).
 REFERENCES = {
     "mnist": Reference(),
-    "fashion-mnist": Reference(model="fashioncnn", hidden_units=128, batch_size=128),
+    # width 256: at 128 this loop levelled off at 92.62-92.68% (it missed 92.64% in two bench runs
+    # of three); at 256 it reaches 92.66% at epoch 12 (seeded, so every run on one machine alike)
+    "fashion-mnist": Reference(model="fashioncnn", hidden_units=256, batch_size=128),
 }
 
 
