@@ -11,8 +11,9 @@ from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
 from cnn_tracker.config import PRESETS, ConfigError, config_from_sources, make_config
+from cnn_tracker.recipes import Reference
 from cnn_tracker.tools.bench import format_report, our_time_to_target
-from cnn_tracker.tools.reference import Reference, reference_time_to_target
+from cnn_tracker.tools.reference import reference_time_to_target
 from cnn_tracker.training.data import get_spec, load_data
 from cnn_tracker.training.engine import evaluate
 from cnn_tracker.training.runtime import resolve_precision

@@ -19,6 +19,7 @@ from cnn_tracker.config import (
     make_config,
     redefault,
 )
+from cnn_tracker.recipes import BENCH_REFERENCES
 from cnn_tracker.runs.plan import plan_run, replan
 from cnn_tracker.tools.inference import evaluate_checkpoint, load_for_inference
 from cnn_tracker.training.data import get_spec, load_data
@@ -210,13 +211,11 @@ def test_tta_is_a_sweepable_key():
 def test_the_fashion_reference_is_the_fashioncnn_loop():
     """Fashion-MNIST's bench reference is the 92.69% project's loop (FashionCNN, batch 128, Adam
     1e-3), which reaches the 92.64% target: the same model, at the same width, as the fast preset."""
-    from cnn_tracker.tools.reference import REFERENCES
-
-    ref = REFERENCES["fashion-mnist"]
+    ref = BENCH_REFERENCES["fashion-mnist"]
     assert (ref.model, ref.batch_size, ref.lr) == ("fashioncnn", 128, 1e-3)
     fast = PRESETS["fast"]["fashion-mnist"]
     assert (fast["model"], fast["hidden_units"]) == (ref.model, ref.hidden_units)
-    assert REFERENCES["mnist"].model == "tinyvgg" and REFERENCES["mnist"].batch_size == 32
+    assert BENCH_REFERENCES["mnist"].model == "tinyvgg" and BENCH_REFERENCES["mnist"].batch_size == 32
 
 
 @pytest.mark.slow
@@ -231,9 +230,7 @@ def test_quick_fashion_bench_uses_its_reference(tiny_root):
 
     report = json.loads(proc.stdout)
     tp, tta = report["throughput"], report["time_to_accuracy"]
-    from cnn_tracker.tools.reference import REFERENCES
-
-    width = REFERENCES["fashion-mnist"].hidden_units
+    width = BENCH_REFERENCES["fashion-mnist"].hidden_units
     assert (tp["model"], tp["hidden_units"], tp["reference"]["batch_size"]) == ("fashioncnn", width, 32)
     assert tta["reference"]["model"] == "fashioncnn" and tta["ours"]["model"] == "fashioncnn"
     assert tta["target"] == 0.9264

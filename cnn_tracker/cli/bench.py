@@ -13,6 +13,12 @@ from cnn_tracker.config import (
     MODELS,
 )
 from cnn_tracker.errors import UserError
+from cnn_tracker.recipes import BENCH_REFERENCES, BENCH_TARGETS
+
+
+def _per_dataset(value) -> str:
+    """'mnist X, fashion-mnist Y' for a --help default that differs by dataset."""
+    return ", ".join(f"{d} {value(d)}" for d in DATASETS)
 
 
 @click.command()
@@ -24,16 +30,18 @@ from cnn_tracker.errors import UserError
 @click.option("--tta-repeats", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Time to target of the fast preset: median over seeds 0..N-1.")
 @click.option("--target", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Test accuracy to reach [default: 0.99 mnist, 0.9264 fashion-mnist].")
+              help=f"Test accuracy to reach [default: {_per_dataset(BENCH_TARGETS.get)}].")
 @click.option("--reference-budget", type=click.FloatRange(min=1), default=900, show_default=True,
               help="Seconds of reference-loop training before it gives up on the target.")
 @click.option("--reference-model", type=click.Choice(MODELS),
-              help="Model of the reference loop [default: mnist tinyvgg, fashion-mnist fashioncnn].")
+              help="Model of the reference loop [default: "
+                   f"{_per_dataset(lambda d: BENCH_REFERENCES[d].model)}].")
 @click.option("--reference-hidden", type=click.IntRange(1, 4096),
               help="hidden_units of the reference model (the throughput comparison uses it too) "
-                   "[default: mnist 10, fashion-mnist 128].")
+                   f"[default: {_per_dataset(lambda d: BENCH_REFERENCES[d].hidden_units)}].")
 @click.option("--reference-batch-size", type=click.IntRange(1, 65536),
-              help="Batch size of the reference loop [default: mnist 32, fashion-mnist 128].")
+              help="Batch size of the reference loop [default: "
+                   f"{_per_dataset(lambda d: BENCH_REFERENCES[d].batch_size)}].")
 @click.option("--overhead-epochs", type=click.IntRange(1, 100), default=2, show_default=True,
               help="Epochs of the W&B overhead runs and of the peak-RSS run.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
@@ -57,8 +65,6 @@ def bench(dataset, device, repeats, tta_repeats, target, reference_budget, refer
         format_report,
         run_bench,
     )
-    from cnn_tracker.tools.reference import REFERENCES
-
     pairs = []
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -69,7 +75,7 @@ def bench(dataset, device, repeats, tta_repeats, target, reference_budget, refer
         dataset=dataset, device=device, repeats=repeats, tta_repeats=tta_repeats, target=target,
         reference_budget=reference_budget, overhead_epochs=overhead_epochs,
         overrides=tuple(pairs), quick=quick,
-        reference=dataclasses.replace(REFERENCES[dataset], **{k: v for k, v in {
+        reference=dataclasses.replace(BENCH_REFERENCES[dataset], **{k: v for k, v in {
             "model": reference_model, "hidden_units": reference_hidden,
             "batch_size": reference_batch_size}.items() if v is not None}),
     )

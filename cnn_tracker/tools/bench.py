@@ -38,12 +38,8 @@ import torch
 
 from cnn_tracker import env
 from cnn_tracker.config import RunSettings, TrainConfig, make_config, preset_values
-from cnn_tracker.tools.reference import (
-    REFERENCES,
-    Reference,
-    reference_throughput,
-    reference_time_to_target,
-)
+from cnn_tracker.recipes import BENCH_REFERENCES, BENCH_TARGETS, Reference
+from cnn_tracker.tools.reference import reference_throughput, reference_time_to_target
 from cnn_tracker.training.data import (
     Data,
     Split,
@@ -55,8 +51,6 @@ from cnn_tracker.training.engine import TrainHooks, TrainResult, train
 from cnn_tracker.training.runtime import resolve_device, resolve_precision
 from cnn_tracker.training.state import CheckpointFiles
 
-TARGETS = {"mnist": 0.99, "fashion-mnist": 0.9264}  # 0.9264 = the TinyVGG reference's Fashion-MNIST result
-
 
 @dataclass(frozen=True)
 class BenchOptions:
@@ -64,13 +58,13 @@ class BenchOptions:
     device: str = "auto"
     repeats: int = 3  # throughput and W&B overhead: median of this many alternating runs
     tta_repeats: int = 3  # time to target of the fast preset (seeds 0..n-1)
-    target: float | None = None  # default: TARGETS[dataset]
+    target: float | None = None  # default: BENCH_TARGETS[dataset]
     throughput_images: int = 12_800  # train images per throughput measurement
     reference_budget: float = 900.0  # s of reference training before giving up on the target
     reference_max_epochs: int = 30
     overhead_epochs: int = 2  # epochs of the W&B overhead runs and of the peak-RSS run
     overrides: tuple[tuple[str, str], ...] = ()  # --set key=value on top of the fast preset
-    reference: Reference | None = None  # None: REFERENCES[dataset]
+    reference: Reference | None = None  # None: BENCH_REFERENCES[dataset]
     quick: bool = False
 
 
@@ -218,9 +212,9 @@ def run_bench(opts: BenchOptions, root: Path, echo: Callable[[str], None] = lamb
         opts = quick_options(opts)
     spec = get_spec(opts.dataset)
     device = resolve_device(opts.device)
-    target = opts.target if opts.target is not None else TARGETS[opts.dataset]
+    target = opts.target if opts.target is not None else BENCH_TARGETS[opts.dataset]
     fast = fast_config(opts)
-    ref = opts.reference or REFERENCES[opts.dataset]
+    ref = opts.reference or BENCH_REFERENCES[opts.dataset]
     prepare(spec, root)
     workdir = Path(tempfile.mkdtemp(prefix="cnn-tracker-bench-"))
     try:

@@ -10,34 +10,15 @@ Written here (not copied from the reference projects) so both sides run in one p
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from cnn_tracker.recipes import Reference
 from cnn_tracker.training.data import DatasetSpec, tv_class
 from cnn_tracker.training.models import build_model, model_args
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The reference loop's setup: the reference projects' model, batch size and optimizer."""
-
-    model: str = "tinyvgg"
-    hidden_units: int = 10  # TinyVGG as the reference projects' tutorial trains it
-    batch_size: int = 32
-    lr: float = 1e-3  # Adam
-
-
-# Per dataset, the reference loop that reaches the bench's target (TARGETS in tools.bench).
-REFERENCES = {
-    "mnist": Reference(),
-    # width 256: at 128 this loop levelled off at 92.62-92.68% (it missed 92.64% in two bench runs
-    # of three); at 256 it reaches 92.66% at epoch 12 (seeded, so every run on one machine alike)
-    "fashion-mnist": Reference(model="fashioncnn", hidden_units=256, batch_size=128),
-}
 
 
 def _reference_loaders(spec: DatasetSpec, root: Path, batch_size: int, seed: int):
