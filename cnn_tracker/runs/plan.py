@@ -24,7 +24,7 @@ from cnn_tracker.errors import CheckpointError, ConfigError, UserError
 from cnn_tracker.files import atomic_write
 from cnn_tracker.inputs import clip, name_problem
 from cnn_tracker.runs.lock import check_free
-from cnn_tracker.store.db import Store
+from cnn_tracker.store.db import STORED_RESUME, STORED_RESUME_BEST, Store
 from cnn_tracker.training.data import (
     check_batch_size,
     check_files,
@@ -147,12 +147,12 @@ def find_resume_checkpoint(ref: str, store: Store) -> Resume:
 def _fetched_resume(store: Store, run) -> Resume | None:
     """The resume checkpoint a preempted run left in the store, written into this machine's
     output folder for the run (its folder on the other machine is not here)."""
-    data = store.checkpoint_bytes(run.id, "resume")
+    data = store.checkpoint_bytes(run.id, STORED_RESUME)
     if data is None:
         return None
     folder = (env.output_root() / (run.name or run.id)).absolute()
     files = CheckpointFiles(folder / "checkpoints")
-    best = store.checkpoint_bytes(run.id, "resume-best")  # the best epoch before the stop
+    best = store.checkpoint_bytes(run.id, STORED_RESUME_BEST)  # the best epoch before the stop
     if best is not None:
         atomic_write(files.best, best)
     path = atomic_write(files.resume, data)

@@ -33,7 +33,7 @@ from cnn_tracker.runs.outcome import (
 )
 from cnn_tracker.runs.plan import RunPlan, plan_run, replan
 from cnn_tracker.runs.signals import StopSignals
-from cnn_tracker.store.db import Store
+from cnn_tracker.store.db import STORED_BEST, STORED_RESUME, STORED_RESUME_BEST, Store
 from cnn_tracker.tracking.tracker import Tracker, make_tracker
 from cnn_tracker.training.data import load_data
 from cnn_tracker.training.engine import (
@@ -183,10 +183,10 @@ def _run_tracked(tracker: Tracker, plan: RunPlan, quiet: bool, echo: Callable[[s
         where = f"epoch {exc.epoch}, batch {exc.batch}/{exc.steps_per_epoch}"
         tracker.mark_preempting()
         tracker.finish(exit_code=code)
-        store.put_checkpoint(tracker.run_id, "resume", exc.path)  # any agent may resume it
+        store.put_checkpoint(tracker.run_id, STORED_RESUME, exc.path)  # any agent may resume it
         best = CheckpointFiles(Path(exc.path).parent).best  # tested if no later epoch is better
         if best.exists():
-            store.put_checkpoint(tracker.run_id, "resume-best", best)
+            store.put_checkpoint(tracker.run_id, STORED_RESUME_BEST, best)
         lifecycle.finish(store, tracker.run_id, "preempted", exitcode=code,
                          message=f"{name} at {where}; resume checkpoint {exc.path}")
         store.close()
@@ -318,7 +318,7 @@ def _report(tracker: Tracker, plan: RunPlan, data, result, out_dir: Path, load_s
         "wandb_dir": str(tracker.sync_dir or tracker.files_dir or ""),
     }
     summary_path = write_json(summary, out_dir / "summary.json")
-    plan.store.put_checkpoint(tracker.run_id, "best", result.best_path)  # for any machine
+    plan.store.put_checkpoint(tracker.run_id, STORED_BEST, result.best_path)  # for any machine
     lifecycle.finish(plan.store, tracker.run_id, "stopped" if result.stopped_early else "finished",
                      summary={**headline, "val/accuracy": result.best["val/accuracy"],
                               "val/loss": min(h["val/loss"] for h in result.history)},

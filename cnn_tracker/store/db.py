@@ -86,6 +86,11 @@ def _insert(q: Query, fields: dict[str, Any]) -> None:
            "ON CONFLICT (id) DO NOTHING", *args)
 
 
+# The names a run's checkpoints are stored under (the checkpoints table's ``name``): a finished
+# run's best, and a preempted run's resume file with its best epoch so far, for another machine.
+STORED_BEST, STORED_RESUME, STORED_RESUME_BEST = "best", "resume", "resume-best"
+
+
 class Store(Session):
     """A run store: a folder (``store.db`` + per-sweep files) or a PostgreSQL URL."""
 
@@ -302,14 +307,14 @@ class Store(Session):
             "created_at = excluded.created_at", run_id, name, digest, len(data), data), write=True)
         return digest
 
-    def stored_checkpoints(self, name: str = "best") -> dict[str, str]:
+    def stored_checkpoints(self, name: str = STORED_BEST) -> dict[str, str]:
         """run id -> sha256 of every stored checkpoint called ``name``."""
         if not self.exists():
             return {}
         return {r["run_id"]: r["sha256"] for r in self._rows(
             "SELECT run_id, sha256 FROM checkpoints WHERE name = ?", name)}
 
-    def checkpoint_bytes(self, run_id: str, name: str = "best") -> bytes | None:
+    def checkpoint_bytes(self, run_id: str, name: str = STORED_BEST) -> bytes | None:
         """The stored file, its digest verified (a mismatch is damage: UserError)."""
         row = self._call(lambda q, r: q.one("SELECT sha256, data FROM checkpoints WHERE "
                                             "run_id = ? AND name = ?", run_id, name), write=False)
