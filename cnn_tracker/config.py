@@ -56,6 +56,8 @@ class TrainConfig:
     rotate: float = 0.0  # random rotations of up to +-rotate degrees in training (0 = none)
     tta: bool | None = None  # evaluate each image and its mirror, average the logits (fashion-
     # mnist only); None = as augment, whose flips teach the model the mirrored view
+    ema: float = 0.0  # decay of an exponential moving average of the weights (and BatchNorm
+    # statistics), updated every step; validation, test and checkpoints use it. 0 = off
     val_size: int = 5000  # images held out of the training set for model selection
     seed: int = 0  # seeds the split, init, shuffling and augmentation
     device: str = "auto"  # one of DEVICES; auto = cuda when available
@@ -104,6 +106,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "dropout": (lambda v: v is None or 0 <= v < 1, "a number >= 0 and < 1, or null"),
     "label_smoothing": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
     "rotate": (lambda v: 0 <= v <= 180, "a number of degrees from 0 to 180 (0 = no rotation)"),
+    "ema": (lambda v: 0 <= v < 1, "a number >= 0 and < 1 (a decay such as 0.999; 0 = off)"),
     "val_size": (lambda v: 1 <= v, "an integer >= 1 (and smaller than the training set)"),
     "seed": (lambda v: 0 <= v < 2**63, "an integer >= 0"),
     "log_misclassified": (lambda v: 0 <= v <= 10_000, "an integer from 0 to 10000"),
@@ -125,6 +128,7 @@ ALIASES = {
     "rotation": "rotate", "max_rotation": "rotate", "degrees": "rotate",
     "batchnorm": "batch_norm", "bn": "batch_norm",
     "test_time_augmentation": "tta", "flip_tta": "tta", "tta_flip": "tta",
+    "ema_decay": "ema", "model_ema": "ema", "weight_ema": "ema", "ema_rate": "ema",
 }
 
 _TRUE = {"true", "1", "yes", "y", "on"}

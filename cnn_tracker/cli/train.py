@@ -48,6 +48,7 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
     "augment": "random shifts (+ flips on fashion-mnist)",
     "rotate": "random rotations up to +-N degrees in training (0 = none)",
     "tta": "test-time flips on fashion-mnist (null = as augment)",
+    "ema": "decay of the weights' moving average that is evaluated and saved (0 = off)",
     "val_size": "validation images held out of train",
     "seed": "seed of split, init and shuffling",
     "device": "auto, cpu or cuda",

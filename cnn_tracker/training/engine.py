@@ -31,6 +31,7 @@ from cnn_tracker.training.models import (
 from cnn_tracker.training.runtime import (
     autocast,
     load_optimizer_state,
+    make_averaged,
     make_optimizer,
     make_scheduler,
     prepare_model,
@@ -81,6 +82,8 @@ class _Loop:
     model: nn.Module
     n_params: int
     run: nn.Module  # the callable that applies the model (compiled, or the model itself)
+    averaged: Any  # the weights' moving average (torch AveragedModel), or None (cfg.ema 0)
+    eval_run: nn.Module  # the callable that evaluates: run or the average (+ test-time flips)
     opt: torch.optim.Optimizer
     sched: Any  # a per-batch LR scheduler, or None
     scaler: torch.amp.GradScaler
@@ -97,17 +100,27 @@ class _Loop:
     def device(self) -> torch.device:
         return self.data.train.images.device
 
+    @property
+    def evaluated(self) -> nn.Module:
+        """The model whose weights are validated, tested and saved as a checkpoint's
+        ``state_dict``: the moving average when ``ema`` is on, else the trained model."""
+        return self.model if self.averaged is None else self.averaged.module
+
     def evaluate(self, split: Split, collect: bool = False) -> EvalResult:
-        return evaluate(self.model, split, self.data.spec, self.cfg.eval_batch_size,
-                        collect=collect, amp_dtype=self.amp_dtype, run=self.run)
+        return evaluate(self.evaluated, split, self.data.spec, self.cfg.eval_batch_size,
+                        collect=collect, amp_dtype=self.amp_dtype, run=self.eval_run)
 
     def checkpoint(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
-        return ckpt_io.make_checkpoint(self.model, self.cfg.model, self.margs, self.cfg,
+        return ckpt_io.make_checkpoint(self.evaluated, self.cfg.model, self.margs, self.cfg,
                                        self.data.spec, epoch, metrics)
 
     def restore(self, state: TrainState) -> None:
-        """Continue from ``state`` (weights, optimizer, scheduler, scaler, totals, RNG streams)."""
+        """Continue from ``state`` (weights and their average, optimizer, scheduler, scaler,
+        totals, RNG streams)."""
         self.model.load_state_dict(state.weights)
+        if self.averaged is not None and state.averaged is not None:
+            self.averaged.module.load_state_dict(state.averaged)
+            self.averaged.n_averaged.fill_(state.averaged_steps)
         load_optimizer_state(self.opt, state.optimizer)
         if self.sched is not None and state.scheduler is not None:
             self.sched.load_state_dict(state.scheduler)
@@ -128,7 +141,10 @@ class _Loop:
             scaler=self.scaler.state_dict(), rng=rng_states(self.device), epoch_start=epoch_start,
             loss_sum=loss_sum, correct=correct, epoch_seconds=seconds, history=self.history,
             best=self.best, best_epoch=self.best_epoch, global_step=self.global_step,
-            train_seconds=self.train_seconds, run=run)
+            train_seconds=self.train_seconds, run=run,
+            **({} if self.averaged is None else {
+                "weights": self.model.state_dict(), "averaged": self.averaged.module.state_dict(),
+                "averaged_steps": int(self.averaged.n_averaged)}))
 
 
 def _setup(cfg: TrainConfig, data: Data, files: CheckpointFiles, amp_dtype: torch.dtype | None) -> _Loop:
@@ -139,13 +155,17 @@ def _setup(cfg: TrainConfig, data: Data, files: CheckpointFiles, amp_dtype: torc
     margs = model_args(cfg.model, cfg.hidden_units, cfg.dropout, cfg.batch_norm,
                        tuple(data.train.images.shape[1:]), len(data.class_names))
     model, run = prepare_model(build_model(cfg.model, margs), cfg, device)
+    averaged = make_averaged(cfg, model)
+    eval_run = with_tta(run if averaged is None else averaged.module, cfg.tta, cfg.augment,
+                        data.spec.hflip)
     run = with_tta(run, cfg.tta, cfg.augment, data.spec.hflip)
     opt = make_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = -(-len(data.train) // cfg.batch_size)
     sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
     return _Loop(cfg=cfg, data=data, files=files, amp_dtype=amp_dtype, margs=margs, model=model,
-                 n_params=count_parameters(model), run=run, opt=opt, sched=sched, scaler=scaler,
+                 n_params=count_parameters(model), run=run, averaged=averaged, eval_run=eval_run,
+                 opt=opt, sched=sched, scaler=scaler,
                  criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
                  shuffle_gen=torch.Generator().manual_seed(cfg.seed + 1),
                  steps_per_epoch=steps_per_epoch)
@@ -162,6 +182,8 @@ def _step(loop: _Loop, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
     loop.scaler.update()
     if loop.sched is not None:
         loop.sched.step()
+    if loop.averaged is not None:
+        loop.averaged.update_parameters(loop.model)
     return loss, logits
 
 
@@ -312,11 +334,11 @@ def train(cfg: TrainConfig, data: Data, hooks: TrainHooks, *, files: CheckpointF
 def _final_test(loop: _Loop, stopped_early: str, resume: TrainState | None) -> TrainResult:
     """Load the best checkpoint's weights and evaluate the test set once."""
     best_state = ckpt_io.load_checkpoint(loop.files.best)
-    loop.model.load_state_dict(best_state["state_dict"])
-    loop.model.eval()
+    loop.evaluated.load_state_dict(best_state["state_dict"])
+    loop.evaluated.eval()
     test = loop.evaluate(loop.data.test, collect=True)
     return TrainResult(
-        model=loop.model, model_name=loop.cfg.model, model_args=loop.margs,
+        model=loop.evaluated, model_name=loop.cfg.model, model_args=loop.margs,
         n_params=loop.n_params, history=loop.history, best_epoch=loop.best_epoch,
         best=loop.best, test=test, best_path=loop.files.best, last_path=loop.files.last,
         train_seconds=loop.train_seconds, device=str(loop.device), stopped_early=stopped_early,

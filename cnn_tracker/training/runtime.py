@@ -1,5 +1,6 @@
 """What a run is built from, besides data and model: the device, the precision (autocast),
-determinism, the prepared (channels-last, compiled) model, the optimizer and the LR schedule.
+determinism, the prepared (channels-last, compiled) model, the optimizer, the LR schedule and the
+weights' moving average.
 
 ``resolve_device`` and ``resolve_precision`` are called once per run by its caller (the runner's
 plan, the bench); the loop receives their answers.
@@ -12,6 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cnn_tracker import env
 from cnn_tracker.config import TrainConfig
@@ -92,6 +94,16 @@ def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> N
     opt.load_state_dict(saved)
     for group, kept in zip(opt.param_groups, kernels):
         group.update(kept)
+
+
+def make_averaged(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and buffers (BatchNorm statistics)
+    with decay ``cfg.ema``, or None when it is off. torch's AveragedModel: a copy of the model,
+    equal to it after the first ``update_parameters(model)``, then ``decay * avg + (1 - decay) *
+    weights`` at each call (one fused lerp per device and dtype)."""
+    if not cfg.ema:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
 
 
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int):

@@ -4,7 +4,9 @@ A run's checkpoints live in one folder (:class:`CheckpointFiles`): ``best.pt`` (
 weights, the uploaded artifact: no training state), ``last.pt`` (every epoch end, resumable at the
 start of the next epoch) and ``resume.pt`` (written when a signal stops training mid-epoch).
 The last two are checkpoints (:mod:`cnn_tracker.training.checkpoint`) with a ``"resume"`` section:
-:meth:`TrainState.to_dict`. The model weights are the checkpoint's own ``state_dict``.
+:meth:`TrainState.to_dict`. The model weights are the checkpoint's own ``state_dict``; with ``ema``
+on, that is the weights' moving average (what the metrics were measured with), and the section's
+``"ema"`` holds the trained weights and the number of updates averaged.
 """
 
 from __future__ import annotations
@@ -77,11 +79,16 @@ class TrainState:
     global_step: int  # batches trained in all
     train_seconds: float  # s of training in all (epochs only)
     run: dict[str, Any]  # the tracker's run (id, name, W&B step, ...) for `train --resume`
-    weights: dict[str, torch.Tensor] | None = None  # the model's; saved as the checkpoint's state_dict
+    weights: dict[str, torch.Tensor] | None = None  # the trained model's: the checkpoint's
+    # state_dict, or with ema the section's "ema"
+    averaged: dict[str, torch.Tensor] | None = None  # with ema: the moving average's weights,
+    # saved as the checkpoint's state_dict
+    averaged_steps: int = 0  # with ema: the updates the average has had
 
     def to_dict(self) -> dict[str, Any]:
-        """The checkpoint's ``"resume"`` section (without the weights)."""
-        return {
+        """The checkpoint's ``"resume"`` section (without the weights the checkpoint's
+        ``state_dict`` holds)."""
+        section = {
             "epoch": self.epoch, "batch": self.batch, "steps_per_epoch": self.steps_per_epoch,
             "optimizer": self.optimizer,
             "scheduler": self.scheduler,
@@ -93,11 +100,19 @@ class TrainState:
             "global_step": self.global_step, "train_seconds": self.train_seconds,
             "run": self.run,
         }
+        if self.averaged is not None:
+            section["ema"] = {"trained_weights": self.weights, "steps": self.averaged_steps}
+        return section
 
     @classmethod
     def from_dict(cls, section: dict[str, Any],
                   weights: dict[str, torch.Tensor] | None = None) -> "TrainState":
-        """Read a ``"resume"`` section (checked by :func:`load_resume`)."""
+        """Read a ``"resume"`` section (checked by :func:`load_resume`); ``weights``: the
+        checkpoint's ``state_dict``."""
+        ema = section.get("ema")
+        averaged, steps = None, 0
+        if ema is not None:  # the state_dict is the average; the trained weights are here
+            averaged, weights, steps = weights, ema["trained_weights"], int(ema["steps"])
         rng = dict(section["rng"])
         epoch_start = rng.pop("epoch_start")
         partial = section["partial"]
@@ -111,6 +126,7 @@ class TrainState:
             history=[dict(h) for h in section["history"]], best=dict(section["best"]),
             best_epoch=int(section["best_epoch"]), global_step=int(section["global_step"]),
             train_seconds=float(section["train_seconds"]), run=dict(section["run"]), weights=weights,
+            averaged=averaged, averaged_steps=steps,
         )
 
     @classmethod
