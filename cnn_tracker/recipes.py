@@ -37,12 +37,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "label_smoothing": 0.1, "augment": False, "rotate": 0.0, "batch_norm": False,
                   "hidden_units": 128, "dropout": 0.0, "precision": "bf16"},
         # FashionCNN without BatchNorm at width 256, the bench's Fashion-MNIST reference model
-        # (at width 128 neither side reached 92.64% reliably). 7 epochs: seeds 0/1/2 reach 92.64%
-        # at epochs 6/6/7 (6 epochs left seed 0 at 92.56%). No augment, so no tta: the model never
-        # sees a mirrored image, and averaging with the mirror cost it 7-11 points once.
-        "fashion-mnist": {"model": "fashioncnn", "epochs": 7, "batch_size": 128, "lr": 0.004,
+        # (at width 128 neither side reached 92.64% reliably). Dropout 0.1, 6 epochs: seeds 0/1/2
+        # pass 92.64% at epoch 5 (92.75 / 92.87 / 92.70%); the 6th is the margin. Dropout 0.25
+        # over 7 epochs needed epochs 6/6/7. No augment, so no tta: the model never sees a
+        # mirrored image, and averaging with the mirror cost it 7-11 points once.
+        "fashion-mnist": {"model": "fashioncnn", "epochs": 6, "batch_size": 128, "lr": 0.004,
                           "label_smoothing": 0.1, "augment": False,
-                          "batch_norm": False, "hidden_units": 256, "dropout": 0.25,
+                          "batch_norm": False, "hidden_units": 256, "dropout": 0.1,
                           "precision": "bf16"},
     },
 }
