@@ -56,8 +56,8 @@ class TrainConfig:
     rotate: float = 0.0  # random rotations of up to +-rotate degrees in training (0 = none)
     tta: bool | None = None  # evaluate each image and its mirror, average the logits (fashion-
     # mnist only); None = as augment, whose flips teach the model the mirrored view
-    ema: float = 0.0  # decay of an exponential moving average of the weights (and BatchNorm
-    # statistics), updated every step; validation, test and checkpoints use it. 0 = off
+    ema: float = 0.0  # decay of a (bias-corrected) exponential moving average of the weights and
+    # BatchNorm statistics, updated every step; validation, test and checkpoints use it. 0 = off
     val_size: int = 5000  # images held out of the training set for model selection
     seed: int = 0  # seeds the split, init, shuffling and augmentation
     device: str = "auto"  # one of DEVICES; auto = cuda when available

@@ -21,25 +21,29 @@ from .test_resume import CFG, assert_same_run, resume_arg, stop_after
 EMA_CFG = {**CFG, "ema": 0.9, "batch_norm": True}
 
 
-def test_the_average_is_decay_times_itself_plus_the_rest_times_the_weights():
+def test_the_average_weighs_each_step_by_decay_to_its_age_from_the_first():
     model = build_model("lenet", model_args("lenet", None, None, True))
     assert make_averaged(make_config({"ema": 0.0}), model) is None
-    averaged = make_averaged(make_config({"ema": 0.75}), model)
-    before = copy.deepcopy(model.state_dict())
-    averaged.update_parameters(model)  # the first update copies the model
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(1.0)
-        model.train()
-        model(torch.randn(8, 1, 28, 28))  # moves the BatchNorm statistics
-    averaged.update_parameters(model)
-    after, got = model.state_dict(), averaged.module.state_dict()
-    for key in before:
-        if before[key].is_floating_point():  # weights and BatchNorm statistics alike
-            expected = 0.75 * before[key] + 0.25 * after[key]
-            assert torch.allclose(got[key], expected, atol=1e-6), key
-    assert any("running_mean" in k for k in before)
-    assert not torch.equal(got["features.0.weight"], after["features.0.weight"])
+    decay = 0.75
+    averaged = make_averaged(make_config({"ema": decay}), model)
+    seen = []
+    for step in range(3):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(float(step + 1))
+            model.train()
+            model(torch.randn(8, 1, 28, 28))  # moves the BatchNorm statistics
+        seen.append(copy.deepcopy(model.state_dict()))
+        averaged.update_parameters(model)
+    got, weights = averaged.module.state_dict(), [decay ** 2, decay, 1.0]  # oldest first
+    for key, now in seen[-1].items():
+        if now.is_floating_point():  # weights and BatchNorm statistics alike
+            expected = sum(w * s[key] for w, s in zip(weights, seen)) / sum(weights)
+            assert torch.allclose(got[key], expected, atol=1e-5), key
+        else:  # BatchNorm's batch count: the model's
+            assert torch.equal(got[key], now), key
+    assert any("running_mean" in k for k in got)
+    assert not torch.equal(got["features.0.weight"], seen[-1]["features.0.weight"])
 
 
 def test_an_ema_run_measures_and_saves_the_average(tiny_root, tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from cnn_tracker import env
 from cnn_tracker.config import TrainConfig
@@ -96,14 +96,38 @@ def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> N
         group.update(kept)
 
 
+def _debiased_ema(decay: float):
+    """AveragedModel's ``multi_avg_fn`` for a bias-corrected exponential moving average (Adam's
+    correction of its moments): after t updates the average is ``sum(decay**(t-i) * w_i) /
+    sum(decay**(t-i))`` over the weights w_1..w_t seen, so early epochs are not pulled toward the
+    initial weights (plain EMA at 0.999 still holds 65% of them after 430 steps). As one update:
+    ``avg = d * avg + (1 - d) * w`` with ``d = decay * (1 - decay**n) / (1 - decay**(n + 1))``
+    after n updates; d tends to ``decay``. Tensor arithmetic only: no host sync on a GPU.
+    Integer buffers (BatchNorm's batch count) take the model's value."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               n_averaged: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            for avg, now in zip(averaged, current):
+                avg.copy_(now)
+            return
+        n = n_averaged.to(averaged[0].dtype)
+        d = decay * (1 - decay ** n) / (1 - decay ** (n + 1))
+        torch._foreach_mul_(averaged, d)
+        torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - d))
+
+    return update
+
+
 def make_averaged(cfg: TrainConfig, model: nn.Module) -> AveragedModel | None:
-    """The exponential moving average of ``model``'s weights and buffers (BatchNorm statistics)
-    with decay ``cfg.ema``, or None when it is off. torch's AveragedModel: a copy of the model,
-    equal to it after the first ``update_parameters(model)``, then ``decay * avg + (1 - decay) *
-    weights`` at each call (one fused lerp per device and dtype)."""
+    """The moving average of ``model``'s weights and buffers (BatchNorm statistics) with decay
+    ``cfg.ema``, or None when it is off: torch's AveragedModel (a copy of the model, equal to it
+    after the first ``update_parameters(model)``) with the bias-corrected rule of
+    :func:`_debiased_ema`."""
     if not cfg.ema:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=_debiased_ema(cfg.ema), use_buffers=True)
 
 
 def make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, total_steps: int):
