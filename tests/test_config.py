@@ -180,3 +180,10 @@ def test_shipped_config_files_validate():
     assert files
     for f in files:
         config_from_sources(f, {})
+
+
+def test_every_config_key_has_a_help_line():
+    from cnn_tracker.cli.train import _HELP
+    from cnn_tracker.config import KEYS
+
+    assert sorted(_HELP) == sorted(KEYS)
