@@ -123,6 +123,16 @@ def test_hyperband_stops_a_trailing_trial_with_sigterm(tmp_path):
     assert bad.exitcode in (-15, 143)  # SIGTERM, as from wandb agent
     assert len([h for h in bad.history if "val_loss" in h]) < 10
     assert "stopping trial" in agent.stdout
+    # the stopped trial's run has no exit record: its follower (and the wandb-core process the
+    # `wandb` script starts for it) must still be gone, not follow the file forever
+    assert not [p for p in Path("/proc").glob("[0-9]*/cmdline") if _reads(p, str(tmp_path))]
+
+
+def _reads(cmdline: Path, text: str) -> bool:
+    try:
+        return b"leet" in (raw := cmdline.read_bytes()) and text.encode() in raw
+    except OSError:  # the process ended meanwhile
+        return False
 
 
 def test_a_crash_a_missing_metric_and_a_custom_step(tmp_path):

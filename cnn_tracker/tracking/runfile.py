@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -64,7 +66,8 @@ class Follower:
     def __init__(self, run_file: Path, on_row: Callable[[dict[str, float]], None]):
         self._proc = subprocess.Popen(
             [wandb_exe(), "leet", "inspect", "--follow", "--json", "--idle-timeout", "0",
-             str(run_file)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+             str(run_file)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            start_new_session=True)  # its own group: stop() signals wandb-core with its wrapper
         self._on_row = on_row
         self._thread = threading.Thread(target=self._pump, name="cnn-tracker-follow", daemon=True)
         self._thread.start()
@@ -79,12 +82,24 @@ class Follower:
         try:
             self._proc.wait(timeout=wait)  # it exits by itself after the run's exit record
         except subprocess.TimeoutExpired:
-            self._proc.terminate()
+            # A run without one (its process was killed) is followed forever. The `wandb` script
+            # runs wandb-core as a child that outlives a signal to the script alone, so the
+            # whole group is signalled.
+            self._signal_group(signal.SIGTERM)
             try:
                 self._proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
+                self._signal_group(signal.SIGKILL)
+                self._proc.wait(timeout=5)
         self._thread.join(timeout=wait)
+
+    def _signal_group(self, signum: int) -> None:
+        """Signal the follower's process group (only while its leader is not yet reaped, so the
+        id cannot belong to another group)."""
+        try:
+            os.killpg(self._proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def finish_open_run(exit_code: int) -> None:
