@@ -83,7 +83,6 @@ class _Loop:
     n_params: int
     run: nn.Module  # the callable that applies the model (compiled, or the model itself)
     averaged: Any  # the weights' moving average (torch AveragedModel), or None (cfg.ema 0)
-    eval_run: nn.Module  # the callable that evaluates: run or the average (+ test-time flips)
     opt: torch.optim.Optimizer
     sched: Any  # a per-batch LR scheduler, or None
     scaler: torch.amp.GradScaler
@@ -108,7 +107,10 @@ class _Loop:
 
     def evaluate(self, split: Split, collect: bool = False) -> EvalResult:
         return evaluate(self.evaluated, split, self.data.spec, self.cfg.eval_batch_size,
-                        collect=collect, amp_dtype=self.amp_dtype, run=self.eval_run)
+                        collect=collect, amp_dtype=self.amp_dtype,
+                        run=self.run if self.averaged is None else with_tta(
+                            self.averaged.module, self.cfg.tta, self.cfg.augment,
+                            self.data.spec.hflip))
 
     def checkpoint(self, epoch: int, metrics: dict[str, float]) -> dict[str, Any]:
         return ckpt_io.make_checkpoint(self.evaluated, self.cfg.model, self.margs, self.cfg,
@@ -156,15 +158,13 @@ def _setup(cfg: TrainConfig, data: Data, files: CheckpointFiles, amp_dtype: torc
                        tuple(data.train.images.shape[1:]), len(data.class_names))
     model, run = prepare_model(build_model(cfg.model, margs), cfg, device)
     averaged = make_averaged(cfg, model)
-    eval_run = with_tta(run if averaged is None else averaged.module, cfg.tta, cfg.augment,
-                        data.spec.hflip)
     run = with_tta(run, cfg.tta, cfg.augment, data.spec.hflip)
     opt = make_optimizer(cfg, model)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     steps_per_epoch = -(-len(data.train) // cfg.batch_size)
     sched = make_scheduler(cfg, opt, cfg.epochs * steps_per_epoch)
     return _Loop(cfg=cfg, data=data, files=files, amp_dtype=amp_dtype, margs=margs, model=model,
-                 n_params=count_parameters(model), run=run, averaged=averaged, eval_run=eval_run,
+                 n_params=count_parameters(model), run=run, averaged=averaged,
                  opt=opt, sched=sched, scaler=scaler,
                  criterion=nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing),
                  shuffle_gen=torch.Generator().manual_seed(cfg.seed + 1),
