@@ -54,6 +54,7 @@ class TrainConfig:
     label_smoothing: float = 0.1  # cross-entropy label smoothing, 0 <= x < 1
     augment: bool = True  # random shifts of up to 2 px (+ horizontal flips on fashion-mnist)
     rotate: float = 0.0  # random rotations of up to +-rotate degrees in training (0 = none)
+    zoom: float = 0.0  # random scaling of each training image by 1-zoom to 1+zoom (0 = none)
     tta: bool | None = None  # evaluate each image and its mirror, average the logits (fashion-
     # mnist only); None = as augment, whose flips teach the model the mirrored view
     ema: float = 0.0  # decay of a (bias-corrected) exponential moving average of the weights and
@@ -106,6 +107,7 @@ _RANGES: dict[str, tuple[Any, str]] = {
     "dropout": (lambda v: v is None or 0 <= v < 1, "a number >= 0 and < 1, or null"),
     "label_smoothing": (lambda v: 0 <= v < 1, "a number >= 0 and < 1"),
     "rotate": (lambda v: 0 <= v <= 180, "a number of degrees from 0 to 180 (0 = no rotation)"),
+    "zoom": (lambda v: 0 <= v <= 0.5, "a number from 0 to 0.5 (0.1 = 0.9x to 1.1x; 0 = none)"),
     "ema": (lambda v: 0 <= v < 1, "a number >= 0 and < 1 (a decay such as 0.999; 0 = off)"),
     "val_size": (lambda v: 1 <= v, "an integer >= 1 (and smaller than the training set)"),
     "seed": (lambda v: 0 <= v < 2**63, "an integer >= 0"),
@@ -126,6 +128,7 @@ ALIASES = {
     "schedule": "scheduler", "arch": "model", "architecture": "model", "data": "dataset",
     "random_seed": "seed", "augmentation": "augment", "data_augmentation": "augment",
     "rotation": "rotate", "max_rotation": "rotate", "degrees": "rotate",
+    "zoom_range": "zoom", "scale": "zoom", "random_scale": "zoom", "random_zoom": "zoom",
     "batchnorm": "batch_norm", "bn": "batch_norm",
     "test_time_augmentation": "tta", "flip_tta": "tta", "tta_flip": "tta",
     "ema_decay": "ema", "model_ema": "ema", "weight_ema": "ema", "ema_rate": "ema",

@@ -9,7 +9,12 @@ from click.testing import CliRunner
 
 from cnn_tracker.cli import cli
 from cnn_tracker.errors import ConfigError, DataError
-from cnn_tracker.training.batches import augment_batch, rotate_batch, train_batches
+from cnn_tracker.training.batches import (
+    EpochPlan,
+    augment_batch,
+    train_batches,
+    warp_batch,
+)
 from cnn_tracker.training.data import (
     SPECS,
     get_spec,
@@ -83,12 +88,43 @@ def test_augmentation_is_deterministic_per_seed(tiny_root):
 def test_rotate_turns_each_image_about_its_centre():
     img = torch.zeros(3, 1, 28, 28)
     img[:, 0, 2, 20] = 255.0  # a dot up and to the right of the centre
-    out = rotate_batch(img, torch.tensor([90.0, -90.0, 0.0]))
+    out = warp_batch(img, torch.tensor([90.0, -90.0, 0.0]))
     assert torch.allclose(out[0], torch.rot90(img[0], 1, (1, 2)), atol=1e-3)  # counter-clockwise
     assert torch.allclose(out[1], torch.rot90(img[1], -1, (1, 2)), atol=1e-3)
     assert torch.allclose(out[2], img[2], atol=1e-3)
-    small = rotate_batch(img[:1], torch.tensor([10.0]))  # bilinear: mass kept, moved off the dot
+    small = warp_batch(img[:1], torch.tensor([10.0]))  # bilinear: mass kept, moved off the dot
     assert small[0, 0, 2, 20] < 255 and small.sum() == pytest.approx(255.0, rel=0.05)
+
+
+def test_zoom_scales_each_image_about_its_centre():
+    img = torch.zeros(3, 1, 28, 28)
+    img[:, 0, 10:18, 10:18] = 255.0  # an 8 px square about the centre
+    out = warp_batch(img, None, torch.tensor([2.0, 0.5, 1.0]))
+    assert torch.equal(out[0, 0] > 128, torch.nn.functional.pad(torch.ones(16, 16), (6, 6, 6, 6)) > 0)
+    assert torch.equal(out[1, 0] > 128, torch.nn.functional.pad(torch.ones(4, 4), (12, 12, 12, 12)) > 0)
+    assert torch.allclose(out[2], img[2], atol=1e-3)
+    both = warp_batch(img[:1], torch.tensor([90.0]), torch.tensor([2.0]))  # one resampling
+    assert torch.allclose(both, out[:1], atol=1e-3)  # the square is symmetric under a quarter turn
+
+
+def test_zooms_are_drawn_after_the_angles(tiny_root):
+    """zoom=0 gives the batches of a run from before the key; zoom>0 keeps order, shifts and
+    angles and scales the images, from the seed."""
+    data = load_data("mnist", tiny_root, val_size=50, seed=0)
+
+    def first(zoom, rotate=0.0, seed=1):
+        gen = torch.Generator().manual_seed(seed)
+        return next(train_batches(data.train, data.spec, 32, gen, True, rotate=rotate, zoom=zoom))
+
+    plain, zoomed = first(0.0), first(0.2)
+    assert torch.equal(plain[1], zoomed[1]) and not torch.equal(plain[0], zoomed[0])
+    assert torch.equal(zoomed[0], first(0.2)[0]) and not torch.equal(zoomed[0], first(0.2, seed=2)[0])
+    with_zoom, without = (EpochPlan(500, torch.Generator().manual_seed(1), True, False, "cpu",
+                                    rotate=15.0, zoom=z) for z in (0.2, 0.0))
+    for name in ("order", "shifts", "angles"):
+        assert torch.equal(getattr(with_zoom, name), getattr(without, name)), name
+    assert without.zooms is None and with_zoom.zooms.min() >= 0.8 and with_zoom.zooms.max() <= 1.2
+    assert with_zoom.zooms.std() > 0.1  # uniform on [0.8, 1.2]: std 0.115
 
 
 def test_rotations_are_drawn_after_the_other_draws(tiny_root):
@@ -123,6 +159,17 @@ def test_rotate_is_a_config_key_with_a_range():
         make_config({"rotate": -5})
     with pytest.raises(ConfigError, match="Did you mean 'rotate'"):
         make_config({"rotation": 10})
+
+
+def test_zoom_is_a_config_key_with_a_range():
+    from cnn_tracker.config import TrainConfig, make_config
+
+    assert make_config({"zoom": "0.1"}).zoom == 0.1 and TrainConfig().zoom == 0.0
+    for bad in (-0.1, 0.6):
+        with pytest.raises(ConfigError, match="'zoom'.*0 to 0.5"):
+            make_config({"zoom": bad})
+    with pytest.raises(ConfigError, match="Did you mean 'zoom'"):
+        make_config({"zoom_range": 0.1})
 
 
 def test_a_checkpoint_from_before_rotate_resumes_without_rotations():

@@ -80,12 +80,13 @@ def test_same_seed_same_result_deterministic(tiny_root, tmp_path):
     torch.use_deterministic_algorithms(False)
 
 
-def test_rotate_reaches_the_training_batches(tiny_root, tmp_path):
-    """The loop trains on rotated images when ``rotate`` is set: same seed, other losses."""
+@pytest.mark.parametrize("key, value", [("rotate", 20), ("zoom", 0.2)])
+def test_rotate_and_zoom_reach_the_training_batches(tiny_root, tmp_path, key, value):
+    """The loop trains on rotated / zoomed images when the key is set: same seed, other losses."""
     base = {"model": "mlp", "epochs": 1, "batch_size": 32, "val_size": 50, "hidden_units": 16}
     data = load_data("mnist", tiny_root, val_size=50, seed=0)
     plain = fit(make_config(base), data, RecordingTracker(), tmp_path / "a")
-    turned = fit(make_config({**base, "rotate": 20}), data, RecordingTracker(), tmp_path / "b")
+    turned = fit(make_config({**base, key: value}), data, RecordingTracker(), tmp_path / "b")
     assert plain.history[0]["train/loss"] != turned.history[0]["train/loss"]
     assert np.isfinite(turned.history[0]["train/loss"])
 

@@ -47,6 +47,7 @@ _HELP = {  # one line per key for --help; units and ranges live in config.py com
     "label_smoothing": "cross-entropy label smoothing",
     "augment": "random shifts (+ flips on fashion-mnist)",
     "rotate": "random rotations up to +-N degrees in training (0 = none)",
+    "zoom": "random scaling by 1-N to 1+N in training (0 = none)",
     "tta": "test-time flips on fashion-mnist (null = as augment)",
     "ema": "decay of the weights' moving average that is evaluated and saved (0 = off)",
     "val_size": "validation images held out of train",

@@ -1,5 +1,5 @@
 """Batches from split tensors: a permutation per epoch, normalizing on the fly, augmentation
-(shifts, flips) as one batched gather, rotations as one batched ``grid_sample``. No per-sample
+(shifts, flips) as one batched gather, rotations and zooms as one batched ``grid_sample``. No per-sample
 PIL transform, no DataLoader workers.
 
 Randomness (shuffling, augmentation) comes from a CPU generator seeded by the config, so the same
@@ -41,13 +41,17 @@ def augment_batch(
     return out.unsqueeze(1)
 
 
-def rotate_batch(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each image of a float ``[B, 1, H, W]`` batch by ``degrees[i]`` about its centre
-    (bilinear, zero fill: the background of both datasets), counter-clockwise as displayed."""
-    theta = degrees.to(images.dtype) * (torch.pi / 180.0)
-    cos, sin = torch.cos(theta), torch.sin(theta)
+def warp_batch(images: torch.Tensor, degrees: torch.Tensor | None,
+               zooms: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate each image of a float ``[B, 1, H, W]`` batch by ``degrees[i]`` (counter-clockwise as
+    displayed) and scale it by ``zooms[i]`` (> 1 enlarges), both about its centre, in one bilinear
+    resampling with zero fill (the background of both datasets). ``None`` = 0 degrees / 1x."""
+    ones = torch.ones(len(images), dtype=images.dtype, device=images.device)
+    theta = torch.zeros_like(ones) if degrees is None else degrees.to(images.dtype) * (torch.pi / 180.0)
+    inv_zoom = ones if zooms is None else 1 / zooms.to(images.dtype)
+    cos, sin = torch.cos(theta) * inv_zoom, torch.sin(theta) * inv_zoom
     zero = torch.zeros_like(cos)
-    # affine_grid maps output to input coordinates (x right, y down): the inverse rotation.
+    # affine_grid maps output to input coordinates (x right, y down): the inverse transform.
     matrix = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
     grid = torch.nn.functional.affine_grid(matrix, list(images.shape), align_corners=False)
     return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
@@ -57,13 +61,13 @@ def rotate_batch(images: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
 class EpochPlan:
     """Shuffling and augmentation draws for one epoch, made on the CPU then moved once.
 
-    The draws come in a fixed order (order, shifts, flips, angles), each only when used, so a run
-    without rotations draws exactly what it drew before the ``rotate`` key existed."""
+    The draws come in a fixed order (order, shifts, flips, angles, zooms), each only when used, so
+    a run without rotations or zooms draws exactly what it drew before those keys existed."""
 
     def __init__(self, n: int, generator: torch.Generator, augment: bool, hflip: bool, device,
-                 rotate: float = 0.0):
+                 rotate: float = 0.0, zoom: float = 0.0):
         self.order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
-        self.shifts = self.flips = self.angles = None
+        self.shifts = self.flips = self.angles = self.zooms = None
         if augment:
             shifts = torch.randint(-MAX_SHIFT, MAX_SHIFT + 1, (n, 2), generator=generator)
             self.shifts = shifts.to(device, non_blocking=True)
@@ -73,6 +77,9 @@ class EpochPlan:
         if rotate > 0:
             angles = (torch.rand(n, generator=generator) * 2 - 1) * rotate
             self.angles = angles.to(device, non_blocking=True)
+        if zoom > 0:
+            zooms = 1 + (torch.rand(n, generator=generator) * 2 - 1) * zoom
+            self.zooms = zooms.to(device, non_blocking=True)
 
 
 def train_batches(
@@ -83,13 +90,14 @@ def train_batches(
     augment: bool,
     start_batch: int = 0,
     rotate: float = 0.0,
+    zoom: float = 0.0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled, (augmented, rotated,) normalized batches; the last partial batch is kept.
+    """Shuffled, (augmented, rotated, zoomed,) normalized batches; the last partial batch is kept.
 
     The whole epoch's draws are made first, so ``start_batch`` (a resumed epoch) skips batches
     without changing the ones that follow.
     """
-    plan = EpochPlan(len(split), generator, augment, spec.hflip, split.images.device, rotate)
+    plan = EpochPlan(len(split), generator, augment, spec.hflip, split.images.device, rotate, zoom)
     for start in range(start_batch * batch_size, len(split), batch_size):
         idx = plan.order[start : start + batch_size]
         images = split.images[idx]
@@ -99,9 +107,14 @@ def train_batches(
                 plan.shifts[start : start + batch_size],
                 None if plan.flips is None else plan.flips[start : start + batch_size],
             )
-        if plan.angles is not None:  # on raw pixel values, so the zero fill is background
-            images = rotate_batch(images.float(), plan.angles[start : start + batch_size])
+        if plan.angles is not None or plan.zooms is not None:  # on raw pixels: zero = background
+            images = warp_batch(images.float(), _part(plan.angles, start, batch_size),
+                                _part(plan.zooms, start, batch_size))
         yield normalize(images, spec), split.labels[idx]
+
+
+def _part(draws: torch.Tensor | None, start: int, size: int) -> torch.Tensor | None:
+    return None if draws is None else draws[start : start + size]
 
 
 def eval_batches(

@@ -209,7 +209,7 @@ def _train_epoch(loop: _Loop, hooks: TrainHooks, epoch: int, resumed: TrainState
         before = resumed.epoch_seconds
     batch = first
     for x, y in train_batches(data.train, data.spec, cfg.batch_size, loop.shuffle_gen, cfg.augment,
-                              start_batch=first, rotate=cfg.rotate):
+                              start_batch=first, rotate=cfg.rotate, zoom=cfg.zoom):
         loss, logits = _step(loop, x, y)
         # Accumulated on the device; read once per epoch (no per-batch host sync).
         loss_sum += loss.detach() * len(y)
