@@ -1,6 +1,6 @@
 """Batches from split tensors: a permutation per epoch, normalizing on the fly, augmentation
-(shifts, flips) as one batched gather, rotations and zooms as one batched ``grid_sample``. No per-sample
-PIL transform, no DataLoader workers.
+(shifts, flips) as one batched gather, rotations and zooms as one batched ``grid_sample``. No
+per-sample PIL transform, no DataLoader workers.
 
 Randomness (shuffling, augmentation) comes from a CPU generator seeded by the config, so the same
 seed gives the same batches on every device.
@@ -102,11 +102,8 @@ def train_batches(
         idx = plan.order[start : start + batch_size]
         images = split.images[idx]
         if plan.shifts is not None:
-            images = augment_batch(
-                images,
-                plan.shifts[start : start + batch_size],
-                None if plan.flips is None else plan.flips[start : start + batch_size],
-            )
+            images = augment_batch(images, plan.shifts[start : start + batch_size],
+                                   _part(plan.flips, start, batch_size))
         if plan.angles is not None or plan.zooms is not None:  # on raw pixels: zero = background
             images = warp_batch(images.float(), _part(plan.angles, start, batch_size),
                                 _part(plan.zooms, start, batch_size))
@@ -114,6 +111,7 @@ def train_batches(
 
 
 def _part(draws: torch.Tensor | None, start: int, size: int) -> torch.Tensor | None:
+    """One batch's slice of an epoch's draws, or None where that draw is not made."""
     return None if draws is None else draws[start : start + size]
 
 
