@@ -47,7 +47,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # one of OPTIMIZERS
     momentum: float = 0.9  # SGD momentum (Nesterov); ignored by adam/adamw
     weight_decay: float = 5e-4  # decoupled for adamw, L2 for adam/sgd
-    hidden_units: int | None = None  # width knob of the model, 1-4096; None = the seed default
+    hidden_units: int | None = None  # width knob of the model, 1-4096; None = the model's default
     dropout: float | None = None  # dropout before the classifier; None = the model's default
     batch_norm: bool = True  # BatchNorm after every conv (not in the reference layouts)
     scheduler: str = "onecycle"  # one of SCHEDULERS, stepped per batch

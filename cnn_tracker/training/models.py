@@ -197,7 +197,7 @@ def with_tta(model: nn.Module, tta: bool | None, augment: bool, hflip: bool) -> 
 @dataclass(frozen=True)
 class ModelInfo:
     cls: Callable[..., nn.Module]
-    hidden_units: int  # seed default of the width knob
+    hidden_units: int  # default of the width knob (the reference layout's)
     dropout: float  # default dropout before the last layer
     summary: str
 
