@@ -22,7 +22,7 @@ from cnn_tracker.training.models import build_model, model_args
 
 
 def _reference_loaders(spec: DatasetSpec, root: Path, batch_size: int, seed: int):
-    """torchvision datasets with per-sample ToTensor + Normalize, as the seed projects load them."""
+    """torchvision datasets with per-sample ToTensor + Normalize, as the reference projects load them."""
     from torch.utils.data import DataLoader
     from torchvision import transforms
 
