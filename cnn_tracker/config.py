@@ -19,7 +19,7 @@ from cnn_tracker.inputs import clip, load_config_file
 from cnn_tracker.recipes import DATASET_DEFAULTS, MODEL_BOUND, PRESETS
 
 DATASETS = ("mnist", "fashion-mnist")
-MODELS = ("mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet", "fastcnn")
+MODELS = ("mlp", "tinyvgg", "fashioncnn", "deepcnn", "lenet", "fastcnn", "stridedcnn")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "onecycle", "cosine")
 DEVICES = ("auto", "cpu", "cuda")

@@ -6,6 +6,7 @@ import torch
 from cnn_tracker.config import make_config
 from cnn_tracker.training.models import (
     REGISTRY,
+    _flat_size,
     build_model,
     count_parameters,
     model_args,
@@ -19,8 +20,8 @@ def _linear(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out
 
 
-def _conv3(c_in: int, c_out: int) -> int:
-    return c_in * c_out * 9 + c_out
+def _conv3(c_in: int, c_out: int, kernel: int = 3) -> int:
+    return c_in * c_out * kernel * kernel + c_out
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -44,6 +45,10 @@ def test_parameter_counts_match_the_seed_layouts():
         # conv 1->6, 6->36 without padding: 28 -> 26 -> 13 -> 11 -> 5, dense 900 -> 120 -> 84 -> 10
         "lenet": _conv3(1, 6) + _conv3(6, 36) + _linear(36 * 5 * 5, 120) + _linear(120, 84)
         + _linear(84, 10),
+        # 32C3-32C3-32C5S2-64C3-64C3-64C5S2-128C4: 28 -> 26 -> 24 -> 12 -> 10 -> 8 -> 4 -> 1,
+        # then Linear(128 -> 10)
+        "stridedcnn": _conv3(1, 32) + _conv3(32, 32) + _conv3(32, 32, 5) + _conv3(32, 64)
+        + _conv3(64, 64) + _conv3(64, 64, 5) + _conv3(64, 128, 4) + _linear(128, 10),
     }
     for name, n in expected.items():
         assert count_parameters(build_model(name, model_args(name))) == n, name
@@ -103,3 +108,23 @@ def test_pool_first_blocks_compute_conv_relu_pool(name, batch_norm):
     conv_keys = [k for k in model.state_dict() if k.startswith("features.")]
     assert conv_keys[0] == "features.0.weight"
     assert any(k.startswith("features.4." if batch_norm else "features.3.") for k in conv_keys)
+
+
+def test_stridedcnn_downsamples_by_strided_convs_to_a_1x1_map():
+    model = build_model("stridedcnn", model_args("stridedcnn", batch_norm=True)).eval()
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "MaxPool2d" not in kinds
+    strides = [m.stride for m in model.features if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [(1, 1), (1, 1), (2, 2), (1, 1), (1, 1), (2, 2), (1, 1)]
+    assert model.features(torch.zeros(3, 1, 28, 28)).shape == (3, 128, 1, 1)
+    assert model_args("stridedcnn")["dropout"] == 0.4
+
+
+def test_sizing_pass_draws_nothing_from_the_seeded_generator():
+    # The dummy forward pass that sizes the head runs the features in training mode: a Dropout in
+    # them (StridedCNN's) must not shift the seeded initialization of the layers built after it.
+    features = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Dropout(0.5))
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    assert _flat_size(features, (1, 28, 28)) == 4 * 26 * 26
+    assert torch.equal(torch.get_rng_state(), before)
