@@ -175,7 +175,7 @@ class StridedCNN(Classifier):
     (w, then 2w channels; 28 -> 24 -> 12 and 12 -> 8 -> 4 px), Conv4x4 (4w) -> Dropout -> Linear.
 
     Unpadded 3x3 convs and learned stride-2 downsampling in place of pooling; ``hidden_units``
-    is the base width w (32: about 15M multiply-adds per image, 3.3x FashionCNN's). The one
+    is the base width w (32: about 15M multiply-adds per image, 3.3x FashionCNN-256's). The one
     ``dropout`` value is used after each stage and before the classifier.
     """
 
