@@ -51,6 +51,19 @@ def _flat_size(features: nn.Module, in_shape: InShape) -> int:
         return int(features(torch.zeros(2, *in_shape))[0].numel())
 
 
+def _linear_head(features: nn.Module, in_shape: InShape, dropout: float,
+                 num_classes: int) -> nn.Sequential:
+    """Dropout -> Linear(flattened ``features`` -> classes)."""
+    return nn.Sequential(nn.Dropout(dropout),
+                         nn.Linear(_flat_size(features, in_shape), num_classes))
+
+
+def _strided_stage(cin: int, cout: int, batch_norm: bool, dropout: float) -> list[nn.Module]:
+    """StridedCNN's stage: Conv3x3 -> Conv3x3 (unpadded) -> Conv5x5 stride 2 -> Dropout."""
+    return [*_conv(cin, cout, batch_norm, padding=0), *_conv(cout, cout, batch_norm, padding=0),
+            *_conv(cout, cout, batch_norm, padding=2, kernel=5, stride=2), nn.Dropout(dropout)]
+
+
 def _dense_head(n_in: int, hidden: int, dropout: float, num_classes: int) -> nn.Sequential:
     """Linear(n_in -> hidden) -> ReLU -> Dropout -> Linear(hidden -> classes)."""
     return nn.Sequential(nn.Linear(n_in, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
@@ -92,9 +105,7 @@ class TinyVGG(Classifier):
             *_conv(c, h, batch_norm), *_conv(h, h, batch_norm), nn.MaxPool2d(2),
             *_conv(h, h, batch_norm), *_conv(h, h, batch_norm), nn.MaxPool2d(2),
         )
-        self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(_flat_size(self.features, in_shape), num_classes)
-        )
+        self.head = _linear_head(self.features, in_shape, dropout, num_classes)
 
 
 class FashionCNN(Classifier):
@@ -184,15 +195,10 @@ class StridedCNN(Classifier):
         super().__init__()
         w, bn = hidden_units, batch_norm
         self.features = nn.Sequential(
-            *_conv(in_shape[0], w, bn, padding=0), *_conv(w, w, bn, padding=0),
-            *_conv(w, w, bn, padding=2, kernel=5, stride=2), nn.Dropout(dropout),
-            *_conv(w, 2 * w, bn, padding=0), *_conv(2 * w, 2 * w, bn, padding=0),
-            *_conv(2 * w, 2 * w, bn, padding=2, kernel=5, stride=2), nn.Dropout(dropout),
+            *_strided_stage(in_shape[0], w, bn, dropout), *_strided_stage(w, 2 * w, bn, dropout),
             *_conv(2 * w, 4 * w, bn, padding=0, kernel=4),
         )
-        self.head = nn.Sequential(
-            nn.Dropout(dropout), nn.Linear(_flat_size(self.features, in_shape), num_classes)
-        )
+        self.head = _linear_head(self.features, in_shape, dropout, num_classes)
 
 
 class FlipAveraged(nn.Module):
