@@ -128,3 +128,11 @@ def test_sizing_pass_draws_nothing_from_the_seeded_generator():
     before = torch.get_rng_state()
     assert _flat_size(features, (1, 28, 28)) == 4 * 26 * 26
     assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_config_lists_exactly_the_registered_models_in_order():
+    # config.MODELS (the names a config may use; config cannot import this module) and the
+    # registry must not drift apart: a name in one and not the other is an unbuildable config.
+    from cnn_tracker.config import MODELS
+
+    assert MODELS == tuple(REGISTRY)
